@@ -1,0 +1,1 @@
+"""Everything before the device: sources, splits, the grain pipeline, augmentation."""

@@ -1,0 +1,91 @@
+"""Reading one image file into an RGB uint8 array of a fixed size.
+
+JPEGs (nearly every dermoscopy collection) go through libjpeg-turbo via simplejpeg,
+which also downscales in the DCT when the file is much larger than the target, so that
+a 6000x4000 ISIC original costs little more to read than a thumbnail. Other formats
+fall back to Pillow. Anything that is not a clean RGB image raises `ImageError`
+naming the file and the fix; nothing is silently converted unless asked.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import simplejpeg
+from PIL import Image, UnidentifiedImageError
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used as it is."""
+
+
+def _colour_error(path: str, mode: str) -> ImageError:
+    return ImageError(
+        f"{path}: image is {mode}, not RGB. Convert the file to RGB, "
+        "or set config.data.convert_to_rgb=True to convert it on reading."
+    )
+
+
+def _decode_jpeg(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np.ndarray:
+    try:
+        _, _, colourspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise ImageError(f"{path}: corrupt JPEG header ({e}). Re-export or remove the file.") from e
+    if colourspace not in ("YCbCr", "RGB") and not convert_to_rgb:
+        raise _colour_error(path, colourspace)
+    if colourspace == "CMYK":  # libjpeg-turbo cannot convert CMYK to RGB itself.
+        return _decode_other(data, path, size, convert_to_rgb)
+    try:
+        # DCT scaling: decode at the smallest power-of-two reduction still >= size.
+        return simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=size, min_width=size, strict=True
+        )
+    except ValueError as e:
+        raise ImageError(
+            f"{path}: corrupt or truncated JPEG ({e}). Re-export or remove the file."
+        ) from e
+
+
+def _decode_other(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode != "RGB" and not convert_to_rgb:
+                raise _colour_error(path, image.mode)
+            image.draft("RGB", (size, size))
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageError(
+            f"{path}: not a readable image ({e}). Re-export or remove the file."
+        ) from e
+
+
+def decode(
+    data: bytes, path: str, *, convert_to_rgb: bool = False, min_size: int = 0
+) -> np.ndarray:
+    """Decodes image bytes to HxWx3 uint8; ``min_size`` allows cheap DCT downscaling."""
+    if data.startswith(_JPEG_MAGIC):
+        return _decode_jpeg(data, path, min_size, convert_to_rgb)
+    return _decode_other(data, path, min_size, convert_to_rgb)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes to size x size (no aspect-ratio crop: dermoscopy lesions are centred)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror}).") from e
+
+
+def load(path: str, size: int, *, convert_to_rgb: bool = False) -> np.ndarray:
+    """Reads, decodes and resizes one file to size x size x 3 uint8."""
+    return resize(decode(read_file(path), path, convert_to_rgb=convert_to_rgb, min_size=size), size)

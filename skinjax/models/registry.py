@@ -1,0 +1,57 @@
+"""Name -> model constructor, so that configs can name any model.
+
+Every classifier built here follows one interface, relied on by training (freezing),
+weight import and explanation:
+
+- ``model(x)``: float NHWC images (already normalised) -> float32 logits.
+- ``model.features(x)``: an ordered dict of named feature maps (NHWC).
+- ``model.classify(features)``: logits from that dict; it reads only the entries named
+  in ``model.cam_layers``, so a gradient with respect to them is well defined.
+- ``model.backbone``: the submodule that pretrained weights load into; everything else
+  is the head, trained from scratch and the only part trained while the backbone is frozen.
+- ``model.train()`` / ``model.eval()`` switch BatchNorm and dropout (Flax NNX).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from flax import nnx
+
+_REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:
+    """Decorator adding a model constructor under ``name``."""
+
+    def wrap(constructor: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = constructor
+        return constructor
+
+    return wrap
+
+
+def _load_all() -> None:
+    """Imports every module of this package, which runs their ``@register`` decorators."""
+    import skinjax.models as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def build(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
+    """Builds model ``name`` with ``num_classes`` outputs and fresh weights from ``seed``."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](num_classes=num_classes, rngs=nnx.Rngs(seed), **options)

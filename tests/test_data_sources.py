@@ -1,0 +1,177 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinjax.data import images, integrity, sources, splits
+from skinjax.data.sources import DataError
+
+ISIC2017_BINARY = dict(
+    classes=("other", "melanoma"),
+    id_column="image_id",
+    label_column="diagnosis",
+    path_column="file",
+    split_column="split",
+    label_map={"nevus": "other", "seborrheic_keratosis": "other"},
+)
+
+
+def test_folder_collection_class_counts(isic2020):
+    collection = sources.from_folders(str(isic2020))
+    assert collection.classes == ("benign", "malignant")
+    assert collection.class_counts().tolist() == [1440, 1197]
+    assert len(set(collection.ids)) == len(collection)
+
+
+def test_csv_collection_binary_and_published_split(isic2017):
+    collection = sources.from_csv(str(isic2017), "labels.csv", **ISIC2017_BINARY)
+    parts = splits.split(collection)
+    assert len(parts["train"]) == 2000 and len(parts["val"]) == 150
+    assert parts["train"].class_counts()[1] == 374
+    assert parts["val"].class_counts()[1] == 30
+
+
+def test_csv_collection_multiclass(isic2017):
+    classes = ("nevus", "melanoma", "seborrheic_keratosis")
+    collection = sources.from_csv(
+        str(isic2017),
+        "labels.csv",
+        classes=classes,
+        id_column="image_id",
+        label_column="diagnosis",
+        path_column="file",
+        split_column="split",
+    )
+    train = splits.split(collection)["train"]
+    assert train.class_counts().tolist() == [1372, 374, 254]
+
+
+def test_one_hot_labels(tmp_path, isic2020):
+    image = next((isic2020 / "benign").iterdir())
+    (tmp_path / "a.jpg").symlink_to(image)
+    (tmp_path / "b.jpg").symlink_to(image)
+    (tmp_path / "gt.csv").write_text("image,MEL,NV\na,0.0,1.0\nb,1.0,0.0\n")
+    collection = sources.from_csv(str(tmp_path), "gt.csv", classes=("MEL", "NV"), id_column="image")
+    assert collection.labels.tolist() == [1, 0]
+    (tmp_path / "gt.csv").write_text("image,MEL,NV\na,1.0,1.0\n")
+    with pytest.raises(DataError, match="exactly one of the one-hot"):
+        sources.from_csv(str(tmp_path), "gt.csv", classes=("MEL", "NV"), id_column="image")
+
+
+def test_duplicates_never_cross_a_split(isic2017):
+    collection = sources.from_csv(str(isic2017), "labels.csv", **ISIC2017_BINARY)
+    scanned = integrity.scan(collection)
+    assert len(set(scanned.hashes)) < len(scanned.hashes)  # the collection has duplicates
+    unique, dropped = splits.deduplicate(scanned.collection, scanned.hashes)
+    assert dropped  # the pair that crosses train and val loses its train copy
+    parts = splits.split(unique)
+    assert len(parts["val"]) == 150
+    hash_of = dict(zip(scanned.collection.ids, scanned.hashes, strict=True))
+    train_hashes = {hash_of[i] for i in parts["train"].ids}
+    assert not train_hashes & {hash_of[i] for i in parts["val"].ids}
+
+
+# --- bad input: each gives a clear error naming the problem and the fix ---
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DataError, match="does not exist. Set config.data.dir"):
+        sources.from_folders(str(tmp_path / "nowhere"))
+
+
+def test_empty_class_folder(tmp_path):
+    (tmp_path / "benign").mkdir()
+    (tmp_path / "malignant").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "benign" / "x.jpg")
+    with pytest.raises(DataError, match="malignant' holds no images"):
+        sources.from_folders(str(tmp_path))
+
+
+def test_unlisted_class_folder(tmp_path):
+    for name in ("benign", "malignant", "benin"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "x.jpg")
+    with pytest.raises(DataError, match=r"\['benin'\].*not in config.data.classes"):
+        sources.from_folders(str(tmp_path), classes=("benign", "malignant"))
+
+
+def test_csv_without_named_column(isic2017):
+    with pytest.raises(DataError, match="no column 'diagnosis_typo'"):
+        sources.from_csv(
+            str(isic2017), "labels.csv", **{**ISIC2017_BINARY, "label_column": "diagnosis_typo"}
+        )
+
+
+def test_label_outside_label_map(isic2017):
+    with pytest.raises(DataError, match="label 'seborrheic_keratosis' is neither a class"):
+        sources.from_csv(
+            str(isic2017), "labels.csv", **{**ISIC2017_BINARY, "label_map": {"nevus": "other"}}
+        )
+
+
+def test_csv_naming_a_missing_file(tmp_path):
+    (tmp_path / "labels.csv").write_text("id,label\nghost,benign\n")
+    with pytest.raises(DataError, match=r"(?s)do not exist.*ghost\.jpg"):
+        sources.from_csv(
+            str(tmp_path), "labels.csv", classes=("benign",), id_column="id", label_column="label"
+        )
+
+
+@pytest.fixture
+def bad_images(tmp_path, isic2020):
+    good = (isic2020 / "benign" / "100.jpg").read_bytes()
+    files = {
+        "truncated.jpg": good[: len(good) // 2],
+        "corrupt.jpg": b"\xff\xd8\xff" + bytes(range(256)) * 4,
+        "notanimage.jpg": b"hello",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    Image.new("L", (16, 16)).save(tmp_path / "gray.jpg")
+    Image.new("RGBA", (16, 16)).save(tmp_path / "rgba.png")
+    Image.new("CMYK", (16, 16)).save(tmp_path / "cmyk.jpg")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("truncated.jpg", "truncated.jpg: corrupt or truncated JPEG"),
+        ("corrupt.jpg", "corrupt.jpg: corrupt"),
+        ("notanimage.jpg", "notanimage.jpg: not a readable image"),
+        ("gray.jpg", "gray.jpg: image is Gray, not RGB.*convert_to_rgb=True"),
+        ("rgba.png", "rgba.png: image is RGBA, not RGB"),
+        ("cmyk.jpg", "cmyk.jpg: image is CMYK, not RGB"),
+    ],
+)
+def test_bad_image_errors(bad_images, name, message):
+    with pytest.raises(images.ImageError, match=message):
+        images.load(str(bad_images / name), 32)
+
+
+@pytest.mark.parametrize("name", ["gray.jpg", "rgba.png", "cmyk.jpg"])
+def test_convert_to_rgb(bad_images, name):
+    assert images.load(str(bad_images / name), 32, convert_to_rgb=True).shape == (32, 32, 3)
+
+
+def test_missing_file_error(tmp_path):
+    with pytest.raises(images.ImageError, match="nothere.jpg: cannot read the file"):
+        images.load(str(tmp_path / "nothere.jpg"), 32)
+
+
+def test_scan_skip_policy_lists_skipped_files(small_folder, tmp_path):
+    (small_folder / "benign" / "broken.jpg").write_bytes(b"\xff\xd8\xff\x00\x01")
+    collection = sources.from_folders(str(small_folder))
+    with pytest.raises(images.ImageError, match="(?s)broken.jpg.*on_bad_image=.skip."):
+        integrity.scan(collection)
+    result = integrity.scan(collection, on_bad_image="skip", workdir=str(tmp_path / "w"))
+    assert len(result.collection) == len(collection) - 1
+    listed = (tmp_path / "w" / integrity.SKIPPED_FILE).read_text()
+    assert "broken.jpg" in listed and listed.count("\n") == 1
+
+
+def test_resize_and_dct_scaling_of_a_large_jpeg(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1024, 768, 3), np.uint8)).save(tmp_path / "big.jpg")
+    decoded = images.decode((tmp_path / "big.jpg").read_bytes(), "big.jpg", min_size=128)
+    assert min(decoded.shape[:2]) >= 128 and decoded.shape[0] <= 512  # decoded at 1/4 scale
+    assert images.load(str(tmp_path / "big.jpg"), 128).shape == (128, 128, 3)
