@@ -1,0 +1,29 @@
+"""Smoke test: a tiny ResNet-18 (width 8) at 64 px, two short stages, in seconds on a CPU.
+
+    python scripts/train.py --config configs/smoke.py --workdir /tmp/smoke
+    python scripts/evaluate.py --workdir /tmp/smoke
+
+Trains on ../shared/data/isic2020-part/train with a stratified 20% validation split.
+Numbers from it mean nothing; it checks that everything runs end to end.
+"""
+
+from skinjax import config as base_config
+
+
+def get_config():
+    config = base_config.base()
+    config.model.name = "resnet18"
+    config.model.options = {"width": 8}
+    config.data.image_size = 64
+    config.augment.update(vflip=True, rotation=20.0, translation=0.1, zoom=0.1)
+    config.stages = {
+        "stage1": base_config.stage_config(
+            num_epochs=0.1, freeze_backbone=True, learning_rate=1e-3
+        ),
+        "stage2": base_config.stage_config(num_epochs=0.2, learning_rate=1e-3, schedule="cosine"),
+    }
+    config.train.update(
+        batch_size=32, log_every_steps=5, eval_every_epochs=0.1, checkpoint_every_steps=10
+    )
+    config.eval.update(batch_size=64, bootstrap_samples=100)
+    return config

@@ -1,0 +1,128 @@
+"""The base experiment config: every field an experiment may set, with its default.
+
+Experiment files in configs/ start from `base()` and change what they need. The
+scripts load them with absl's config_flags, which locks them, so a misspelt key on the
+command line (`--config.train.batch_sise=8`) is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ISIC2020_TRAIN = "../shared/data/isic2020-part/train"
+ISIC2017 = "../shared/data/isic2017"
+
+
+def data_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(
+            source="folders",  # 'folders' (one folder per class) or 'csv'
+            dir=ISIC2020_TRAIN,
+            classes=(),  # class order; () = folder names sorted
+            # csv collections: column names and label mapping
+            csv="",
+            id_column="",
+            label_column="",  # '' = one-hot columns named after the classes
+            path_column="",
+            path_template="{id}.jpg",
+            split_column="",  # a published split, kept as it is
+            label_map={},
+            # splits (ignored with split_column)
+            val_fraction=0.2,
+            test_fraction=0.0,
+            split_seed=0,
+            num_folds=0,
+            fold=0,
+            # reading
+            image_size=224,
+            on_bad_image="error",  # or 'skip': listed in workdir/skipped_files.txt
+            convert_to_rgb=False,
+            oversample_ratio=0.0,  # e.g. 1.0: minority classes up to 1:1 (train only)
+            read_threads=2,
+            worker_count=0,  # grain worker processes for decoding
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+        )
+    )
+
+
+def stage_config(**overrides) -> ml_collections.ConfigDict:
+    """One training stage: what is trained, for how long, with which optimiser."""
+    stage = ml_collections.ConfigDict(
+        dict(
+            num_epochs=1.0,
+            freeze_backbone=False,  # train the head only; backbone BatchNorm in eval mode
+            optimizer="adam",  # sgd | adam | adamw | adadelta
+            learning_rate=1e-3,
+            momentum=0.9,  # sgd
+            nesterov=False,
+            weight_decay=0.0,
+            schedule="constant",  # constant | cosine | step
+            warmup_epochs=0.0,
+            step_every_epochs=10.0,  # step schedule
+            step_factor=0.1,
+            plateau_factor=0.0,  # > 0: multiply the rate by this when val loss stalls
+            plateau_patience=3,  # evaluations without improvement
+            early_stopping_patience=0,  # > 0: end the stage after this many evaluations
+            clip_norm=0.0,
+        )
+    )
+    stage.update(overrides)
+    return stage
+
+
+def base() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict(
+        dict(name="resnet50", options={}, pretrained="", dtype="float32")
+    )
+    config.data = data_config()
+    config.augment = ml_collections.ConfigDict(
+        dict(
+            hflip=True,
+            vflip=False,
+            rotation=0.0,
+            translation=0.0,
+            shear=0.0,
+            zoom=0.0,
+            brightness=0.0,
+            contrast=0.0,
+            saturation=0.0,
+            fill_mode="reflect",
+        )
+    )
+    config.loss = ml_collections.ConfigDict(
+        dict(
+            name="cross_entropy",  # or 'focal'
+            label_smoothing=0.0,
+            focal_gamma=2.0,
+            focal_alpha=-1.0,  # < 0: none; binary convention: weight of class 1
+            class_weights="none",  # none | inverse | sqrt_inverse (train counts)
+        )
+    )
+    # Run in order stage1, stage2, ...; each continues from the weights of the last.
+    config.stages = ml_collections.ConfigDict({"stage1": stage_config()})
+    config.train = ml_collections.ConfigDict(
+        dict(
+            batch_size=32,  # global, over all devices and hosts
+            seed=0,
+            log_every_steps=50,
+            eval_every_epochs=1.0,
+            checkpoint_every_steps=500,
+            keep_checkpoints=2,
+            best_metric="roc_auc",  # validation metric that picks the best checkpoint
+            profile=False,
+        )
+    )
+    config.eval = ml_collections.ConfigDict(
+        dict(
+            batch_size=64,
+            flip_tta=True,
+            threshold="0.5",  # '0.5' or 'youden' (chosen on validation)
+            reweight_by_inverse_frequency=False,
+            bootstrap_samples=1000,
+            split="val",
+        )
+    )
+    config.parallel = ml_collections.ConfigDict(dict(strategy="mesh"))  # or 'pmap'
+    return config

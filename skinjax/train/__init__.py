@@ -1,0 +1,1 @@
+"""Training: pure steps (classifier.py), optimisers (optim.py), the one loop (loop.py)."""

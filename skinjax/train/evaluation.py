@@ -1,0 +1,54 @@
+"""Running a model over a whole collection: probabilities in collection order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from skinjax.data import pipeline
+from skinjax.data.sources import Collection
+from skinjax.parallel import Placement
+
+
+def predict(
+    eval_fn: Callable,
+    state,
+    collection: Collection,
+    placement: Placement,
+    *,
+    batch_size: int,
+    image_size: int,
+    read_threads: int = 2,
+) -> np.ndarray:
+    """[len(collection), num_classes] probabilities, each example exactly once.
+
+    Device outputs are collected without waiting and fetched once at the end, so the
+    host keeps feeding batches while the device computes.
+    """
+    local_batch = batch_size // jax.process_count()
+    ds = pipeline.eval_dataset(
+        collection,
+        batch_size=local_batch,
+        image_size=image_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        read_threads=read_threads,
+    )
+    outputs = [eval_fn(state, placement.put_batch(batch)) for batch in ds]
+    gathered = placement.gather(outputs)
+    index = np.concatenate([o["index"] for o in gathered])
+    mask = np.concatenate([o["mask"] for o in gathered])
+    probs = np.concatenate([o["probs"] for o in gathered])
+    result = np.zeros((len(collection), probs.shape[1]), np.float32)
+    result[index[mask]] = probs[mask]
+    if not np.array_equal(np.sort(index[mask]), np.arange(len(collection))):
+        raise RuntimeError("evaluation did not visit every example exactly once")
+    return result
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of predicted probabilities (the plateau and early-stopping signal)."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))

@@ -1,0 +1,330 @@
+"""The one training loop: stages, evaluation, checkpoints, logging, exact resume.
+
+Reading order: `train_and_evaluate` prepares data, model and checkpoints, then runs
+each stage of the config (`_run_stage`) from wherever the work directory's latest
+checkpoint stopped. Inside a stage the host only enqueues work; it waits for the
+device at logging, evaluation and checkpoint steps alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from flax import nnx
+
+from skinjax import losses, metrics, models, parallel
+from skinjax.data import augment, pipeline, prepare
+from skinjax.data.sources import Collection
+from skinjax.train import classifier, evaluation, optim
+from skinjax.train.checkpoints import Checkpoints
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class Progress:
+    """Loop bookkeeping saved with every checkpoint."""
+
+    stage: int = 0
+    stage_start: int = 0
+    plateau: dict | None = None
+    best: float = -math.inf
+    stage_done: bool = False
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+    if config.model.dtype not in DTYPES:
+        raise ValueError(
+            f"config.model.dtype must be one of {list(DTYPES)}, not {config.model.dtype!r}"
+        )
+    return DTYPES[config.model.dtype]
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
+    """The config's model; under pmap its BatchNorm averages statistics over devices."""
+    options = dict(config.model.options)
+    if parallel.check_strategy(config.parallel.strategy) == "pmap":
+        options["bn_axis_name"] = parallel.AXIS
+    model = models.build(
+        config.model.name,
+        num_classes,
+        seed=config.train.seed,
+        dtype=compute_dtype(config),
+        **options,
+    )
+    if config.model.pretrained:
+        from skinjax import weights
+
+        weights.load_pretrained(model, config.model.pretrained)
+    return model
+
+
+def build_loss(config: ml_collections.ConfigDict, class_counts: np.ndarray) -> classifier.LossFn:
+    """(logits, labels) -> mean loss, with the config's class weights computed from counts."""
+    cfg = config.loss
+    weights = None
+    if cfg.class_weights != "none":
+        weights = jnp.asarray(
+            losses.class_weights_from_counts(class_counts, kind=cfg.class_weights)
+        )
+    if cfg.name == "cross_entropy":
+        return functools.partial(
+            losses.cross_entropy, label_smoothing=cfg.label_smoothing, class_weights=weights
+        )
+    if cfg.name == "focal":
+        alpha = cfg.focal_alpha if cfg.focal_alpha >= 0 else None
+        return functools.partial(
+            losses.focal_loss, gamma=cfg.focal_gamma, alpha=alpha, class_weights=weights
+        )
+    raise ValueError(f"config.loss.name must be 'cross_entropy' or 'focal', not {cfg.name!r}")
+
+
+def stage_plan(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> list[tuple[str, Any, int]]:
+    """(name, stage config, number of steps) for each stage: stage1, stage2, ... in order."""
+    names = list(config.stages.keys())
+    bad = [n for n in names if not re.fullmatch(r"stage[1-9][0-9]*", n)]
+    if bad or not names:
+        raise ValueError(f"config.stages must be named stage1, stage2, ...; got {names}")
+    names.sort(key=lambda n: int(n[len("stage") :]))
+    return [
+        (n, config.stages[n], max(1, round(config.stages[n].num_epochs * steps_per_epoch)))
+        for n in names
+    ]
+
+
+class Trainer:
+    """Builds everything a run needs once; `train_and_evaluate` drives it."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.placement = parallel.Placement(config.parallel.strategy)
+        self.global_batch = config.train.batch_size
+        self.local_batch = parallel.local_batch_size(self.global_batch)
+        parts = prepare.prepare(config.data, workdir)
+        self.train_set: Collection = parts["train"]
+        self.val_set: Collection | None = parts.get(config.eval.split)
+        self.classes = self.train_set.classes
+        indices = np.arange(len(self.train_set))
+        if config.data.oversample_ratio:
+            indices = pipeline.oversample(
+                self.train_set.labels, config.data.oversample_ratio, config.train.seed
+            )
+        self.steps_per_epoch = max(1, len(indices) // self.global_batch)
+        self.class_counts = np.bincount(self.train_set.labels[indices], minlength=len(self.classes))
+        self.model = build_model(config, len(self.classes))
+        self.loss = build_loss(config, self.class_counts)
+        self.augment = augment.Augment(**config.augment)
+        self.plan = stage_plan(config, self.steps_per_epoch)
+        self.total_steps = sum(n for _, _, n in self.plan)
+        self.checkpoints = Checkpoints(
+            workdir,
+            keep=config.train.keep_checkpoints,
+            best_metric=config.train.best_metric,
+            identity=dict(
+                model=config.model.name,
+                num_classes=len(self.classes),
+                classes=self.classes,
+                image_size=config.data.image_size,
+            ),
+        )
+
+    # --- pieces -----------------------------------------------------------------
+
+    def train_iterator(self):
+        data = self.config.data
+        return iter(
+            pipeline.train_dataset(
+                self.train_set,
+                batch_size=self.local_batch,
+                image_size=data.image_size,
+                seed=self.config.train.seed,
+                oversample_ratio=data.oversample_ratio,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                read_threads=data.read_threads,
+                worker_count=data.worker_count,
+            )
+        )
+
+    def step_for(self, stage: ml_collections.ConfigDict, num_steps: int) -> classifier.Step:
+        train_graph, eval_graph = classifier.graphs(self.model, stage.freeze_backbone)
+        lr = optim.schedule(stage, self.steps_per_epoch, num_steps)
+        return classifier.Step(
+            train_graph=train_graph,
+            eval_graph=eval_graph,
+            tx=optim.optimizer(stage, lr),
+            loss=self.loss,
+            augment=self.augment,
+            mean=tuple(self.config.data.mean),
+            std=tuple(self.config.data.std),
+            dtype=compute_dtype(self.config),
+            freeze_backbone=stage.freeze_backbone,
+            axis_name=parallel.AXIS if self.placement.strategy == "pmap" else None,
+        )
+
+    def fresh_state(self, step: classifier.Step) -> classifier.TrainState:
+        return classifier.create_train_state(
+            self.model, step.tx, step.trainable, self.config.train.seed
+        )
+
+    def validate(self, eval_fn, state) -> dict[str, float]:
+        probs = evaluation.predict(
+            eval_fn,
+            state,
+            self.val_set,
+            self.placement,
+            batch_size=self.config.eval.batch_size,
+            image_size=self.config.data.image_size,
+            read_threads=self.config.data.read_threads,
+        )
+        labels = self.val_set.labels
+        result = metrics.classification_metrics(probs, labels)
+        scalars = {k: float(v) for k, v in result.items() if np.ndim(v) == 0}
+        scalars["loss"] = evaluation.log_loss(probs, labels)
+        return scalars
+
+    def host(self, tree):
+        """A host-side view of a replicated tree (pmap keeps one copy per device)."""
+        return self.placement.unreplicate(tree) if self.placement.strategy == "pmap" else tree
+
+    # --- the loop ---------------------------------------------------------------
+
+    def train_and_evaluate(self) -> dict[str, float]:
+        config = self.config
+        writer = metric_writers.create_default_writer(
+            self.workdir, just_logging=jax.process_index() > 0, asynchronous=True
+        )
+        hooks = []
+        if jax.process_index() == 0:
+            hooks.append(
+                periodic_actions.ReportProgress(num_train_steps=self.total_steps, writer=writer)
+            )
+            if config.train.profile:
+                hooks.append(periodic_actions.Profile(logdir=self.workdir, num_profile_steps=5))
+        train_iter = self.train_iterator()
+        progress, resume_step, carry = Progress(), self.checkpoints.latest_step(), None
+        if resume_step is not None:
+            progress = Progress(**self.checkpoints.read_meta(resume_step)["progress"])
+        last_val: dict[str, float] = {}
+        for index, (name, stage, num_steps) in enumerate(self.plan):
+            if index < progress.stage:
+                continue
+            step = self.step_for(stage, num_steps)
+            state = self.fresh_state(step)
+            if resume_step is not None:  # the checkpoint holds this stage's state
+                state, data_state, _ = self.checkpoints.restore(resume_step, jax.device_get(state))
+                train_iter.set_state(data_state)
+                logging.info("resumed at step %d in stage %r", resume_step, name)
+                resume_step = None
+            elif carry is not None:  # a new stage continues from the last one's weights
+                state = state.replace(params=carry.params, rest=carry.rest, step=carry.step)
+                progress = Progress(stage=index, stage_start=int(carry.step), best=progress.best)
+            if not progress.stage_done:
+                train_fn, eval_fn = classifier.compile_steps(
+                    step, self.placement, flip_tta=self.config.eval.flip_tta
+                )
+                state, last_val = self._run_stage(
+                    name,
+                    stage,
+                    num_steps,
+                    train_fn,
+                    eval_fn,
+                    state,
+                    train_iter,
+                    progress,
+                    writer,
+                    hooks,
+                )
+            carry = state
+        self.checkpoints.wait()
+        writer.flush()
+        return last_val
+
+    def _run_stage(
+        self, name, stage, num_steps, train_fn, eval_fn, state, train_iter, progress, writer, hooks
+    ):
+        """Runs one stage to its end or early stop; returns the host state and last val metrics."""
+        config = self.config
+        plateau = (
+            optim.Plateau(**progress.plateau)
+            if progress.plateau
+            else optim.Plateau(
+                stage.plateau_factor, stage.plateau_patience, stage.early_stopping_patience
+            )
+        )
+        state = self.placement.put_state(state.replace(lr_scale=np.float32(plateau.scale)))
+        host_step = int(self.host(state.step))
+        end = progress.stage_start + num_steps
+        eval_every = max(1, round(config.train.eval_every_epochs * self.steps_per_epoch))
+        lr_schedule = optim.schedule(stage, self.steps_per_epoch, num_steps)
+        accumulated, last_val = None, {}
+        logging.info("stage %r: steps %d to %d", name, host_step, end)
+        while host_step < end:
+            state, step_metrics = train_fn(state, self.placement.put_batch(next(train_iter)))
+            host_step += 1
+            accumulated = (
+                step_metrics
+                if accumulated is None
+                else {k: accumulated[k].merge(v) for k, v in step_metrics.items()}
+            )
+            for hook in hooks:
+                hook(host_step)
+            if host_step % config.train.log_every_steps == 0 or host_step == end:
+                scalars = {
+                    f"train/{k}": float(v.compute()) for k, v in self.host(accumulated).items()
+                }
+                scalars["train/learning_rate"] = (
+                    float(lr_schedule(host_step - progress.stage_start)) * plateau.scale
+                )
+                writer.write_scalars(host_step, scalars)
+                accumulated = None
+            stop = False
+            if self.val_set is not None and (
+                (host_step - progress.stage_start) % eval_every == 0 or host_step == end
+            ):
+                last_val = self.validate(eval_fn, state)
+                writer.write_scalars(host_step, {f"val/{k}": v for k, v in last_val.items()})
+                stop = plateau.update(last_val["loss"])
+                state = state.replace(lr_scale=jnp.full_like(state.lr_scale, plateau.scale))
+                if last_val[config.train.best_metric] > progress.best:
+                    progress.best = last_val[config.train.best_metric]
+                    host = self.host(state)
+                    self.checkpoints.save_best(
+                        host_step,
+                        {"params": host.params, "rest": host.rest},
+                        {"progress": dataclasses.asdict(progress)},
+                        last_val,
+                    )
+                if stop:
+                    logging.info("stage %r: early stop at step %d", name, host_step)
+            progress.plateau = dataclasses.asdict(plateau)
+            progress.stage_done = stop or host_step == end
+            if progress.stage_done or host_step % config.train.checkpoint_every_steps == 0:
+                self.checkpoints.save(
+                    host_step,
+                    self.host(state),
+                    train_iter.get_state(),
+                    {"progress": dataclasses.asdict(progress)},
+                )
+            if stop:
+                break
+        return jax.device_get(self.host(state)), last_val
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains per ``config``, writing checkpoints and summaries to ``workdir``."""
+    os.makedirs(workdir, exist_ok=True)
+    return Trainer(config, workdir).train_and_evaluate()

@@ -1,0 +1,96 @@
+"""The training loop on real images: exact resume, stages, clear errors."""
+
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import smoke
+from skinjax.train import classifier, loop
+from skinjax.train.checkpoints import CheckpointMismatch
+
+
+@pytest.fixture
+def config(small_folder):
+    """Two stages of 3 steps each (24 images, batch 8), checkpoints every 2 steps."""
+    config = smoke.get_config()
+    config.data.dir = str(small_folder)
+    config.data.image_size = 32
+    config.data.val_fraction = 0.25  # 18 train, 6 val images: 2 steps an epoch
+    config.train.update(
+        batch_size=8,
+        log_every_steps=1,
+        checkpoint_every_steps=2,
+        keep_checkpoints=10,
+        eval_every_epochs=1.0,
+    )
+    config.stages.stage1.num_epochs = 1.5
+    config.stages.stage2.num_epochs = 1.5
+    config.eval.batch_size = 4
+    return config
+
+
+def _params(workdir):
+    step = ocp.CheckpointManager(f"{workdir}/checkpoints").latest_step()
+    restored = ocp.StandardCheckpointer().restore(f"{workdir}/checkpoints/{step}/state")
+    return step, restored["params"]
+
+
+def test_resume_is_exact_mid_stage_and_across_stages(config, tmp_path):
+    straight = tmp_path / "straight"
+    loop.train_and_evaluate(config, str(straight))
+    final_step, expected = _params(straight)
+    assert final_step == 6
+    for resume_from in (2, 3, 4):  # mid stage 1, end of stage 1, mid stage 2
+        resumed = tmp_path / f"resumed{resume_from}"
+        shutil.copytree(straight, resumed)
+        for later in (resumed / "checkpoints").iterdir():
+            if int(later.name) > resume_from:  # as if killed after step resume_from
+                shutil.rmtree(later)
+        loop.train_and_evaluate(config, str(resumed))
+        step, params = _params(resumed)
+        assert step == final_step
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params, expected)
+
+
+def _flat(state):
+    return {
+        "/".join(str(k.key) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state.to_pure_dict())[0]
+    }
+
+
+def test_frozen_stage_step_changes_the_head_only(config, tmp_path):
+    trainer = loop.Trainer(config, str(tmp_path))
+    step = trainer.step_for(config.stages.stage1, num_steps=10)
+    assert step.freeze_backbone
+    train_fn, _ = classifier.compile_steps(step, trainer.placement, flip_tta=False)
+    state = trainer.fresh_state(step)
+    before = {**_flat(state.params), **_flat(state.rest)}
+    batch = trainer.placement.put_batch(next(trainer.train_iterator()))
+    state, _ = train_fn(trainer.placement.put_state(state), batch)
+    after = {**_flat(jax.device_get(state.params)), **_flat(jax.device_get(state.rest))}
+    backbone = [k for k in before if k.startswith("backbone/")]
+    head = [k for k in before if not k.startswith("backbone/")]
+    assert backbone and head
+    for k in backbone:  # weights and BatchNorm statistics alike
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    assert all(not np.array_equal(after[k], before[k]) for k in head if "kernel" in k)
+
+
+def test_workdir_of_another_model_is_refused(config, tmp_path):
+    config.stages = {"stage1": config.stages.stage1}
+    config.stages.stage1.num_epochs = 0.5
+    loop.train_and_evaluate(config, str(tmp_path))
+    config.model.options = {"width": 16}
+    config.model.name = "resnet34"
+    with pytest.raises(CheckpointMismatch, match="another model.*resnet18.*resnet34"):
+        loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_unknown_stage_names_are_refused(config, tmp_path):
+    config.stages = {"head": config.stages.stage1}
+    with pytest.raises(ValueError, match="stage1, stage2"):
+        loop.Trainer(config, str(tmp_path))
