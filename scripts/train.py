@@ -11,6 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from skinjax import logs
 from skinjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -23,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    logs.quiet_libraries()
     if _MULTIHOST.value:
         jax.distributed.initialize()
     logging.info("devices: %s", jax.devices())

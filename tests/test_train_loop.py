@@ -1,5 +1,6 @@
 """The training loop on real images: exact resume, stages, clear errors."""
 
+import json
 import shutil
 
 import jax
@@ -8,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import smoke
-from skinjax.train import classifier, loop
+from skinjax.train import classifier, loop, report
 from skinjax.train.checkpoints import CheckpointMismatch
 
 
@@ -94,3 +95,36 @@ def test_unknown_stage_names_are_refused(config, tmp_path):
     config.stages = {"head": config.stages.stage1}
     with pytest.raises(ValueError, match="stage1, stage2"):
         loop.Trainer(config, str(tmp_path))
+
+
+def test_evaluate_writes_metrics_and_plots(config, tmp_path):
+    config.stages = {"stage1": config.stages.stage2}
+    config.stages.stage1.num_epochs = 1.0
+    config.eval.threshold = "youden"
+    loop.train_and_evaluate(config, str(tmp_path))
+    result = report.evaluate([str(tmp_path)], split="val")
+    written = json.loads((tmp_path / "eval_val" / "metrics.json").read_text())
+    for name in (
+        "accuracy",
+        "precision",
+        "sensitivity",
+        "specificity",
+        "f1",
+        "balanced_accuracy",
+        "roc_auc",
+        "pr_auc",
+        "confusion_matrix",
+        "threshold",
+    ):
+        assert name in written
+    assert written["num_examples"] == 6 and np.sum(written["confusion_matrix"]) == 6
+    low, high = written["intervals_95"]["accuracy"]
+    assert low <= result["accuracy"] <= high
+    predictions = np.load(tmp_path / "eval_val" / "predictions.npz")
+    np.testing.assert_allclose(predictions["probs"].sum(1), 1.0, atol=1e-5)
+    for plot in ("roc.png", "pr.png", "confusion.png"):
+        assert (tmp_path / "eval_val" / plot).stat().st_size > 1000
+    # An ensemble of a run with itself gives the same probabilities.
+    report.evaluate([str(tmp_path), str(tmp_path)], split="val", out_dir=str(tmp_path / "ens"))
+    ensemble = np.load(tmp_path / "ens" / "predictions.npz")
+    np.testing.assert_allclose(ensemble["probs"], predictions["probs"], atol=1e-6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import re
@@ -30,6 +31,8 @@ from skinjax.train import classifier, evaluation, optim
 from skinjax.train.checkpoints import Checkpoints
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CONFIG_FILE = "config.json"  # the run's config, for evaluation and export
+RUN_FILE = "run.json"  # classes and training class counts
 
 
 @dataclasses.dataclass
@@ -49,6 +52,24 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
             f"config.model.dtype must be one of {list(DTYPES)}, not {config.model.dtype!r}"
         )
     return DTYPES[config.model.dtype]
+
+
+def save_run(workdir: str, config: ml_collections.ConfigDict, classes, class_counts) -> None:
+    """What evaluation needs later: the config and the training class counts."""
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, RUN_FILE), "w") as f:
+        json.dump({"classes": list(classes), "class_counts": np.asarray(class_counts).tolist()}, f)
+
+
+def identity(config: ml_collections.ConfigDict, classes) -> dict[str, Any]:
+    """What a checkpoint must match to be restored into this config's model."""
+    return dict(
+        model=config.model.name,
+        num_classes=len(classes),
+        classes=tuple(classes),
+        image_size=config.data.image_size,
+    )
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
@@ -133,13 +154,10 @@ class Trainer:
             workdir,
             keep=config.train.keep_checkpoints,
             best_metric=config.train.best_metric,
-            identity=dict(
-                model=config.model.name,
-                num_classes=len(self.classes),
-                classes=self.classes,
-                image_size=config.data.image_size,
-            ),
+            identity=identity(config, self.classes),
         )
+        if jax.process_index() == 0:
+            save_run(workdir, config, self.classes, self.class_counts)
 
     # --- pieces -----------------------------------------------------------------
 

@@ -1,0 +1,43 @@
+r"""Evaluates a trained work directory and writes metrics.json plus ROC, PR and
+confusion-matrix plots to W/eval_<split>/.
+
+    python scripts/evaluate.py --workdir W [--split val|test] [--data.dir D ...]
+    python scripts/evaluate.py --workdir W --ensemble W2,W3   # average probabilities
+
+--data.* fields override the training run's data section, e.g. --data.dir for external
+validation on another collection laid out the same way (fields left at their defaults
+keep the training run's values).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from skinjax import config as base_config
+from skinjax import logs
+from skinjax.train import report
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
+_SPLIT = flags.DEFINE_string("split", "val", "Split to evaluate: train, val or test.")
+_ENSEMBLE = flags.DEFINE_list("ensemble", [], "More work directories to average with.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default W/eval_<split>).")
+_DATA = config_flags.DEFINE_config_dict("data", base_config.data_config())
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    del argv
+    logs.quiet_libraries()
+    defaults = base_config.data_config()
+    overrides = {k: v for k, v in _DATA.value.items() if v != defaults[k]}
+    result = report.evaluate(
+        [_WORKDIR.value, *_ENSEMBLE.value],
+        split=_SPLIT.value,
+        data_overrides=overrides,
+        out_dir=_OUT.value,
+    )
+    names = ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "f1")
+    print(" ".join(f"{n}={result[n]:.4f}" for n in names))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,154 @@
+"""Evaluating a trained work directory: metrics.json and ROC / PR / confusion plots.
+
+Reads the run's saved config and its best checkpoint (chosen on validation only),
+predicts a split, and reports what the papers report. With several work directories
+it averages their probabilities (an ensemble).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from skinjax import metrics, parallel, plots
+from skinjax.data import prepare
+from skinjax.data.sources import Collection
+from skinjax.train import classifier, evaluation, loop
+from skinjax.train.checkpoints import Checkpoints
+
+
+def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+    path = os.path.join(workdir, loop.CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a training work directory?")
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    with open(os.path.join(workdir, loop.RUN_FILE)) as f:
+        return config, json.load(f)
+
+
+def predict_workdir(
+    workdir: str, config: ml_collections.ConfigDict, collection: Collection
+) -> np.ndarray:
+    """Probabilities of the work directory's best checkpoint on ``collection``."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.parallel.strategy = "mesh"
+    placement = parallel.Placement("mesh")
+    model = loop.build_model(config, len(collection.classes))
+    _, eval_graph = classifier.graphs(model, freeze_backbone=False)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    checkpoints = Checkpoints(
+        workdir,
+        keep=1,
+        best_metric=config.train.best_metric,
+        identity=loop.identity(config, collection.classes),
+    )
+    restored, _ = checkpoints.restore_best({"params": params, "rest": rest})
+    checkpoints.close()
+    step = classifier.Step(
+        train_graph=eval_graph,
+        eval_graph=eval_graph,
+        tx=None,
+        loss=None,
+        augment=None,
+        mean=tuple(config.data.mean),
+        std=tuple(config.data.std),
+        dtype=loop.compute_dtype(config),
+    )
+    _, eval_fn = classifier.compile_steps(step, placement, flip_tta=config.eval.flip_tta)
+    state = classifier.TrainState(
+        step=np.int32(0),
+        params=restored["params"],
+        rest=restored["rest"],
+        opt_state=(),
+        rng=np.zeros(2, np.uint32),
+        lr_scale=np.float32(1),
+    )
+    return evaluation.predict(
+        eval_fn,
+        placement.put_state(state),
+        collection,
+        placement,
+        batch_size=config.eval.batch_size,
+        image_size=config.data.image_size,
+        read_threads=config.data.read_threads,
+    )
+
+
+def evaluate(
+    workdirs: Sequence[str],
+    *,
+    split: str,
+    data_overrides: dict | None = None,
+    out_dir: str | None = None,
+) -> dict:
+    """Writes metrics.json and plots for ``split`` into ``out_dir``; returns the metrics."""
+    config, run = load_run(workdirs[0])
+    if data_overrides:
+        config.data.update(data_overrides)
+    parts = prepare.prepare(config.data)
+    if split not in parts:
+        raise ValueError(f"split {split!r} not in this collection's splits {sorted(parts)}")
+    if tuple(parts[split].classes) != tuple(run["classes"]):
+        raise ValueError(f"classes {parts[split].classes} differ from training's {run['classes']}")
+    collection = parts[split]
+
+    def probabilities(part: Collection) -> np.ndarray:
+        probs = np.mean([predict_workdir(w, load_run(w)[0], part) for w in workdirs], axis=0)
+        if config.eval.reweight_by_inverse_frequency:
+            probs = metrics.reweight_by_inverse_frequency(probs, run["class_counts"])
+        return probs
+
+    probs, labels = probabilities(collection), collection.labels
+    binary = probs.shape[1] == 2
+    threshold = None
+    if binary and config.eval.threshold == "youden":  # chosen on validation, never on test
+        val = parts["val"]
+        threshold = metrics.youden_threshold(probabilities(val)[:, 1], val.labels)
+    result = metrics.classification_metrics(probs, labels, threshold=threshold)
+    result["threshold"] = 0.5 if threshold is None and binary else threshold
+    result["intervals_95"] = metrics.bootstrap_intervals(
+        probs,
+        labels,
+        list(metrics.SCALAR_METRICS),
+        num_samples=config.eval.bootstrap_samples,
+        threshold=threshold,
+    )
+    result.update(
+        split=split,
+        num_examples=len(collection),
+        classes=list(collection.classes),
+        workdirs=list(workdirs),
+        data_dir=config.data.dir,
+    )
+    out_dir = out_dir or os.path.join(workdirs[0], f"eval_{split}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    np.savez(
+        os.path.join(out_dir, "predictions.npz"),
+        probs=probs,
+        labels=labels,
+        ids=np.array(collection.ids),
+    )
+    _plot(probs, labels, collection.classes, result["confusion_matrix"], out_dir)
+    return result
+
+
+def _plot(probs, labels, classes: Sequence[str], confusion, out_dir: str) -> None:
+    positives = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    roc, pr = {}, {}
+    for c in positives:
+        is_c = (labels == c).astype(int)
+        if 0 < is_c.sum() < len(is_c):
+            fpr, tpr, _ = metrics.roc_curve(is_c, probs[:, c])
+            precision, recall, _ = metrics.precision_recall_curve(is_c, probs[:, c])
+            roc[classes[c]], pr[classes[c]] = (fpr, tpr), (recall, precision)
+    plots.plot_roc(roc, os.path.join(out_dir, "roc.png"), title="ROC")
+    plots.plot_pr(pr, os.path.join(out_dir, "pr.png"), title="Precision-recall")
+    plots.plot_confusion(np.array(confusion), list(classes), os.path.join(out_dir, "confusion.png"))
