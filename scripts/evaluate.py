@@ -9,6 +9,12 @@ validation on another collection laid out the same way (fields left at their def
 keep the training run's values).
 """
 
+import os
+import sys
+
+# Configs import each other as `configs.x`: put the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -7,6 +7,12 @@ Rerunning the same command in the same work directory resumes exactly where the 
 checkpoint stopped. On several hosts, run it on every host with --multihost.
 """
 
+import os
+import sys
+
+# Configs import each other as `configs.x`: put the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags

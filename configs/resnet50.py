@@ -1,0 +1,15 @@
+r"""Plain ResNet-50 under the ASFF paper's protocol: the baseline ASFF is compared with.
+
+    python scripts/train.py --config configs/resnet50.py --workdir runs/resnet50
+
+Identical to configs/asff_resnet50.py but for the model (GAP -> Dense head).
+"""
+
+from configs import asff_resnet50
+
+
+def get_config():
+    config = asff_resnet50.get_config()
+    config.model.name = "resnet50"
+    config.model.options = {}
+    return config
