@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -124,6 +125,66 @@ def stage_plan(
         (n, config.stages[n], max(1, round(config.stages[n].num_epochs * steps_per_epoch)))
         for n in names
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Every:
+    """How many steps apart the loop stops to talk to the host."""
+
+    log: int
+    evaluate: int
+    checkpoint: int
+
+
+def run_steps(
+    train_fn: Callable,
+    state,
+    batches: Iterator[dict[str, np.ndarray]],
+    placement: parallel.Placement,
+    *,
+    stage_start: int,
+    end: int,
+    every: Every,
+    writer: metric_writers.MetricWriter,
+    hooks: Sequence[Callable[[int], None]],
+    evaluate: Callable[[int, Any], tuple[Any, bool]],
+    save: Callable[[int, Any, bool], None],
+    scalars: Callable[[int], dict[str, float]] = lambda step: {},
+):
+    """The one loop: steps from the state's step to ``end``, for every model and task.
+
+    ``train_fn(state, batch) -> (state, {name: clu metric})`` is enqueued without waiting;
+    the host waits for the device only when it logs the accumulated metrics (every
+    ``every.log`` steps), evaluates (``evaluate(step, state) -> (state, stop)``) or saves
+    (``save(step, state, done)``), and always at the end or an early stop.
+    """
+    step = int(placement.unreplicate(state.step))
+    accumulated = None
+    while step < end:
+        state, step_metrics = train_fn(state, placement.put_batch(next(batches)))
+        step += 1
+        accumulated = (
+            step_metrics
+            if accumulated is None
+            else {k: accumulated[k].merge(v) for k, v in step_metrics.items()}
+        )
+        for hook in hooks:
+            hook(step)
+        done = step == end
+        if step % every.log == 0 or done:
+            host = placement.unreplicate(accumulated)
+            writer.write_scalars(
+                step, {f"train/{k}": float(v.compute()) for k, v in host.items()} | scalars(step)
+            )
+            accumulated = None
+        stop = False
+        if (step - stage_start) % every.evaluate == 0 or done:
+            state, stop = evaluate(step, state)
+        if done or stop or step % every.checkpoint == 0:
+            save(step, state, done or stop)
+        if stop:
+            break
+    return state
 
 
 class Trainer:
@@ -283,62 +344,68 @@ class Trainer:
                 stage.plateau_factor, stage.plateau_patience, stage.early_stopping_patience
             )
         )
-        state = self.placement.put_state(state.replace(lr_scale=np.float32(plateau.scale)))
-        host_step = int(self.host(state.step))
-        end = progress.stage_start + num_steps
-        eval_every = max(1, round(config.train.eval_every_epochs * self.steps_per_epoch))
         lr_schedule = optim.schedule(stage, self.steps_per_epoch, num_steps)
-        accumulated, last_val = None, {}
-        logging.info("stage %r: steps %d to %d", name, host_step, end)
-        while host_step < end:
-            state, step_metrics = train_fn(state, self.placement.put_batch(next(train_iter)))
-            host_step += 1
-            accumulated = (
-                step_metrics
-                if accumulated is None
-                else {k: accumulated[k].merge(v) for k, v in step_metrics.items()}
-            )
-            for hook in hooks:
-                hook(host_step)
-            if host_step % config.train.log_every_steps == 0 or host_step == end:
-                scalars = {
-                    f"train/{k}": float(v.compute()) for k, v in self.host(accumulated).items()
-                }
-                scalars["train/learning_rate"] = (
-                    float(lr_schedule(host_step - progress.stage_start)) * plateau.scale
-                )
-                writer.write_scalars(host_step, scalars)
-                accumulated = None
-            stop = False
-            if self.val_set is not None and (
-                (host_step - progress.stage_start) % eval_every == 0 or host_step == end
-            ):
-                last_val = self.validate(eval_fn, state)
-                writer.write_scalars(host_step, {f"val/{k}": v for k, v in last_val.items()})
-                stop = plateau.update(last_val["loss"])
-                state = state.replace(lr_scale=jnp.full_like(state.lr_scale, plateau.scale))
-                if last_val[config.train.best_metric] > progress.best:
-                    progress.best = last_val[config.train.best_metric]
-                    host = self.host(state)
-                    self.checkpoints.save_best(
-                        host_step,
-                        {"params": host.params, "rest": host.rest},
-                        {"progress": dataclasses.asdict(progress)},
-                        last_val,
-                    )
-                if stop:
-                    logging.info("stage %r: early stop at step %d", name, host_step)
-            progress.plateau = dataclasses.asdict(plateau)
-            progress.stage_done = stop or host_step == end
-            if progress.stage_done or host_step % config.train.checkpoint_every_steps == 0:
-                self.checkpoints.save(
-                    host_step,
-                    self.host(state),
-                    train_iter.get_state(),
+        last_val: dict[str, float] = {}
+
+        def learning_rate(step: int) -> dict[str, float]:
+            return {
+                "train/learning_rate": float(lr_schedule(step - progress.stage_start))
+                * plateau.scale
+            }
+
+        def evaluate(step: int, state):
+            nonlocal last_val
+            if self.val_set is None:
+                return state, False
+            last_val = self.validate(eval_fn, state)
+            writer.write_scalars(step, {f"val/{k}": v for k, v in last_val.items()})
+            stop = plateau.update(last_val["loss"])
+            state = state.replace(lr_scale=jnp.full_like(state.lr_scale, plateau.scale))
+            if last_val[config.train.best_metric] > progress.best:
+                progress.best = last_val[config.train.best_metric]
+                host = self.host(state)
+                self.checkpoints.save_best(
+                    step,
+                    {"params": host.params, "rest": host.rest},
                     {"progress": dataclasses.asdict(progress)},
+                    last_val,
                 )
             if stop:
-                break
+                logging.info("stage %r: early stop at step %d", name, step)
+            return state, stop
+
+        def save(step: int, state, done: bool) -> None:
+            progress.plateau = dataclasses.asdict(plateau)
+            progress.stage_done = done
+            self.checkpoints.save(
+                step,
+                self.host(state),
+                train_iter.get_state(),
+                {"progress": dataclasses.asdict(progress)},
+            )
+
+        logging.info(
+            "stage %r: steps %d to %d", name, progress.stage_start, progress.stage_start + num_steps
+        )
+        state = self.placement.put_state(state.replace(lr_scale=np.float32(plateau.scale)))
+        state = run_steps(
+            train_fn,
+            state,
+            train_iter,
+            self.placement,
+            stage_start=progress.stage_start,
+            end=progress.stage_start + num_steps,
+            every=Every(
+                log=config.train.log_every_steps,
+                evaluate=max(1, round(config.train.eval_every_epochs * self.steps_per_epoch)),
+                checkpoint=config.train.checkpoint_every_steps,
+            ),
+            writer=writer,
+            hooks=hooks,
+            evaluate=evaluate,
+            save=save,
+            scalars=learning_rate,
+        )
         return jax.device_get(self.host(state)), last_val
 
 
