@@ -33,13 +33,10 @@ class ResidualBlock(nnx.Module):
             specs = ((3, stride, features), (3, 1, features))
         units, width = [], in_features
         for i, (kernel_size, unit_stride, out) in enumerate(specs):
-            last = i == len(specs) - 1
             # The last unit's ReLU comes after the residual addition.
-            activation = None if last else nnx.relu
+            act = nnx.relu if i < len(specs) - 1 else None
             units.append(
-                ConvNorm(
-                    width, out, kernel_size, stride=unit_stride, activation=activation, layers=layers
-                )
+                ConvNorm(width, out, kernel_size, stride=unit_stride, activation=act, layers=layers)
             )
             width = out
         self.units = nnx.List(units)
@@ -60,9 +57,7 @@ class ResidualBlock(nnx.Module):
 class ResNetBackbone(nnx.Module):
     """Stem and four stages; returns the stem output ('stage1') and each stage's output."""
 
-    def __init__(
-        self, stage_sizes: Sequence[int], *, bottleneck: bool, width: int, layers: Layers
-    ):
+    def __init__(self, stage_sizes: Sequence[int], *, bottleneck: bool, width: int, layers: Layers):
         self.stem = ConvNorm(3, width, 7, stride=2, activation=nnx.relu, layers=layers)
         stages, in_features = [], width
         for i, size in enumerate(stage_sizes):
@@ -112,7 +107,11 @@ def torch_name(path: str) -> str:
 
 
 class ResNet(nnx.Module):
-    """ResNet classifier: backbone, global average pooling, one dense layer ('fc')."""
+    """ResNet classifier: backbone, global average pooling, one dense layer ('fc').
+
+    `width` is the channel count of the stem and first stage (64 in the paper); stages
+    double it. A small width (e.g. 8) gives a tiny network for tests.
+    """
 
     cam_layers = ("stage5",)
     torch_head = ("fc",)

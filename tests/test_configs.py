@@ -1,0 +1,37 @@
+"""Every experiment config builds, names a registered model and only known fields."""
+
+import importlib
+import pathlib
+
+import pytest
+
+from skinjax import config as base_config
+from skinjax import models
+from skinjax.train import loop
+
+CONFIGS = sorted(
+    p.stem
+    for p in pathlib.Path(__file__).parents[1].joinpath("configs").glob("*.py")
+    if not p.stem.startswith("_")
+)
+
+
+def _fields(config, prefix=""):
+    for key, value in config.items():
+        if hasattr(value, "items") and key not in ("options", "label_map", "stages"):
+            yield from _fields(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_is_valid(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    known = set(_fields(base_config.base()))
+    assert set(_fields(config)) <= known, set(_fields(config)) - known
+    stage_fields = set(base_config.stage_config().keys())
+    for stage in config.stages.values():
+        assert set(stage.keys()) <= stage_fields
+    assert loop.stage_plan(config, steps_per_epoch=10)
+    if "model" in config and config.model.name:
+        assert config.model.name in models.names()
