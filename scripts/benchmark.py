@@ -2,12 +2,15 @@ r"""Throughput of a config's model: train and eval steps, input pipeline, augmen
 
     python scripts/benchmark.py --config configs/asff_resnet50.py \
         [--batch_sizes 8,16,32] [--dtypes float32,bfloat16] [--strategies mesh,pmap] \
-        [--input] [--repeats 5] [--jsonl results.jsonl]
+        [--compare torch] [--torch_variants eager,channels_last,compile] \
+        [--plot throughput.png] [--input] [--repeats 5] [--jsonl results.jsonl]
 
 The steps run on synthetic batches (no data needed): they are the same compiled
-train_step and eval_step as training. --input also measures the grain pipeline on the
-config's data directory against a plain single-process Pillow loop, and the on-device
-augmentation per batch. Prints JSON lines and a markdown table.
+train_step and eval_step as training. --compare torch times torchvision's twin of the
+model (see skinjax/torch_peer.py) in the same rounds as skinjax's steps, alternating
+them, and reports the ratio skinjax / PyTorch. --input also measures the grain pipeline
+on the config's data directory against a plain single-process Pillow loop, and the
+on-device augmentation per batch. Prints JSON lines and markdown tables.
 """
 
 import os
@@ -33,7 +36,13 @@ _STRATEGIES = flags.DEFINE_list("strategies", ["mesh"], "Parallel strategies: me
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per measurement (median).")
 _INPUT = flags.DEFINE_bool("input", False, "Also measure the input pipeline and augmentation.")
 _WORKERS = flags.DEFINE_list("workers", ["0", "2"], "grain worker processes to try (--input).")
+_STAGE = flags.DEFINE_string("stage", "", "Config stage whose step to time (default: the last).")
 _JSONL = flags.DEFINE_string("jsonl", None, "Append results as JSON lines to this file.")
+_COMPARE = flags.DEFINE_list("compare", [], "Peers timed alongside skinjax: torch.")
+_TORCH_VARIANTS = flags.DEFINE_list(
+    "torch_variants", ["eager", "channels_last", "compile"], "PyTorch variants (--compare torch)."
+)
+_PLOT = flags.DEFINE_string("plot", None, "Write images/s against batch size to this PNG.")
 flags.mark_flag_as_required("config")
 
 
@@ -91,6 +100,121 @@ def _input_benchmarks(config, rows: list[dict]) -> None:
     )
 
 
+def _torch_steps(config, batch: int, dtype: str, threads: int) -> dict[str, object]:
+    """PyTorch's steps per variant, warmed up; a variant that fails to run is reported."""
+    from skinjax import torch_peer
+
+    stage = next(iter(config.stages.values()))
+    peers = {}
+    for variant in _TORCH_VARIANTS.value:
+        steps = torch_peer.steps(
+            config.model.name,
+            variant=variant,
+            batch_size=batch,
+            image_size=config.data.image_size,
+            num_classes=len(config.data.classes) or 2,
+            dtype=dtype,
+            optimizer=stage.optimizer,
+            learning_rate=stage.learning_rate,
+            threads=threads,
+        )
+        try:  # torch.compile compiles here, and may not work for every model
+            steps.train(), steps.eval()
+        except Exception as e:  # any failure (e.g. of the compiler) just drops the variant
+            print(json.dumps({"kind": "peer_error", "variant": variant, "error": repr(e)[:300]}))
+            continue
+        peers[f"torch {variant}"] = steps
+    return peers
+
+
+def _step_benchmarks(config, peak: float, rows: list[dict]) -> None:
+    num_classes = len(config.data.classes) or 2
+    threads = len(os.sched_getaffinity(0))  # what JAX's CPU client uses
+    for strategy in _STRATEGIES.value:
+        for dtype in _DTYPES.value:
+            for batch in map(int, _BATCH_SIZES.value):
+                config.parallel.strategy, config.model.dtype = strategy, dtype
+                steps = benchmark.compiled_steps(config, batch_size=batch, num_classes=num_classes)
+                impls = {"skinjax": steps}
+                if "torch" in _COMPARE.value:
+                    impls |= _torch_steps(config, batch, dtype, threads)
+                fns = {}
+                for name, impl in impls.items():
+                    fns[f"{name} train"], fns[f"{name} eval"] = impl.train, impl.eval
+                t = benchmark.time_alternating(fns, repeats=_REPEATS.value, batch=batch)
+                common = {
+                    "model": config.model.name,
+                    "image_size": config.data.image_size,
+                    "strategy": strategy,
+                    "dtype": dtype,
+                    "batch_size": batch,
+                    "threads": threads,
+                    "load_average": os.getloadavg()[0],
+                }
+                train_s = t["skinjax train"].median_s
+                _emit(
+                    {
+                        "kind": "step",
+                        "implementation": "skinjax",
+                        **common,
+                        "train_images_per_s": t["skinjax train"].images_per_s,
+                        "eval_images_per_s": t["skinjax eval"].images_per_s,
+                        "train_compile_s": steps.compile_s,
+                        "train_gflops_per_image": steps.train_flops / batch / 1e9,
+                        "train_gflops_per_s": steps.train_flops / train_s / 1e9,
+                        "fraction_of_matmul_peak": steps.train_flops / train_s / 1e9 / peak,
+                        "temp_memory_mb": steps.temp_memory_mb,
+                    },
+                    rows,
+                )
+                for name in impls.keys() - {"skinjax"}:
+                    train, evaluate = t[f"{name} train"], t[f"{name} eval"]
+                    _emit(
+                        {
+                            "kind": "step",
+                            "implementation": name,
+                            "peer_model": impls[name].model,
+                            **common,
+                            "train_images_per_s": train.images_per_s,
+                            "eval_images_per_s": evaluate.images_per_s,
+                            "skinjax_over_peer_train": train.median_s / train_s,
+                            "skinjax_over_peer_eval": evaluate.median_s
+                            / t["skinjax eval"].median_s,
+                        },
+                        rows,
+                    )
+
+
+def _print_tables(rows: list[dict]) -> None:
+    steps = [r for r in rows if r["kind"] == "step"]
+    print(
+        "\n| model | strategy | dtype | batch | train img/s | eval img/s | compile s "
+        "| GFLOP/s | of peak | load |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    for r in steps:
+        if r["implementation"] == "skinjax":
+            print(
+                f"| {r['model']} | {r['strategy']} | {r['dtype']} | {r['batch_size']} | "
+                f"{r['train_images_per_s']:.2f} | {r['eval_images_per_s']:.2f} | "
+                f"{r['train_compile_s']:.1f} | {r['train_gflops_per_s']:.0f} | "
+                f"{r['fraction_of_matmul_peak']:.0%} | {r['load_average']:.1f} |"
+            )
+    peers = [r for r in steps if r["implementation"] != "skinjax"]
+    if not peers:
+        return
+    print(
+        "\n| model (peer) | dtype | batch | implementation | train img/s | eval img/s "
+        "| skinjax/peer train | skinjax/peer eval |\n|---|---|---|---|---|---|---|---|"
+    )
+    for r in peers:
+        print(
+            f"| {r['model']} ({r['peer_model']}) | {r['dtype']} | {r['batch_size']} | "
+            f"{r['implementation']} | {r['train_images_per_s']:.2f} | "
+            f"{r['eval_images_per_s']:.2f} | {r['skinjax_over_peer_train']:.2f} | "
+            f"{r['skinjax_over_peer_eval']:.2f} |"
+        )
+
+
 def main(argv):
     del argv
     logs.quiet_libraries()
@@ -108,34 +232,10 @@ def main(argv):
     )
     if _INPUT.value:
         _input_benchmarks(config, rows)
-    num_classes = len(config.data.classes) or 2
-    for strategy in _STRATEGIES.value:
-        for dtype in _DTYPES.value:
-            for batch in map(int, _BATCH_SIZES.value):
-                config.parallel.strategy, config.model.dtype = strategy, dtype
-                report = benchmark.step_throughput(
-                    config, batch_size=batch, num_classes=num_classes, repeats=_REPEATS.value
-                )
-                record = {
-                    "kind": "step",
-                    "model": config.model.name,
-                    "image_size": config.data.image_size,
-                    **dataclasses.asdict(report),
-                    "fraction_of_matmul_peak": report.train_gflops_per_s / peak,
-                }
-                _emit(record, rows)
-    print(
-        "\n| model | strategy | dtype | batch | train img/s | eval img/s | compile s "
-        "| GFLOP/s | of peak |\n|---|---|---|---|---|---|---|---|---|"
-    )
-    for r in rows:
-        if r["kind"] == "step":
-            print(
-                f"| {r['model']} | {r['strategy']} | {r['dtype']} | {r['batch_size']} | "
-                f"{r['train_images_per_s']:.2f} | {r['eval_images_per_s']:.2f} | "
-                f"{r['train_compile_s']:.1f} | {r['train_gflops_per_s']:.0f} | "
-                f"{r['fraction_of_matmul_peak']:.0%} |"
-            )
+    _step_benchmarks(config, peak, rows)
+    _print_tables(rows)
+    if _PLOT.value:
+        benchmark.plot_throughput([r for r in rows if r["kind"] == "step"], _PLOT.value)
 
 
 if __name__ == "__main__":

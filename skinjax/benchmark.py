@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,19 +93,6 @@ def augment_cost(aug: augment.Augment, batch: int, image_size: int, repeats: int
     return _time(lambda: f(jax.random.key(1), x, aug), repeats, batch).median_s
 
 
-@dataclasses.dataclass
-class StepReport:
-    batch_size: int
-    dtype: str
-    strategy: str
-    train_images_per_s: float
-    eval_images_per_s: float
-    train_compile_s: float
-    train_gflops_per_image: float
-    train_gflops_per_s: float
-    temp_memory_mb: float
-
-
 def synthetic_batches(batch: int, image_size: int, num_classes: int, seed: int = 0) -> Iterator:
     rng = np.random.default_rng(seed)
     while True:
@@ -117,10 +104,25 @@ def synthetic_batches(batch: int, image_size: int, num_classes: int, seed: int =
         }
 
 
-def step_throughput(
-    config: ml_collections.ConfigDict, *, batch_size: int, num_classes: int, repeats: int
-) -> StepReport:
-    """Train and eval step images/s for ``config``'s model, built as training builds it."""
+@dataclasses.dataclass
+class CompiledSteps:
+    """A config's train and eval steps, compiled as training compiles them, on one batch.
+
+    ``train`` and ``eval`` each run one step and return its output to block on; the
+    train step carries its (donated) state from call to call.
+    """
+
+    train: Callable[[], object]
+    eval: Callable[[], object]
+    compile_s: float
+    train_flops: float  # per step, from XLA's cost analysis; 0 under pmap
+    temp_memory_mb: float  # NaN under pmap
+
+
+def compiled_steps(
+    config: ml_collections.ConfigDict, *, batch_size: int, num_classes: int
+) -> CompiledSteps:
+    """The train and eval steps of ``config``'s first stage, warmed up, on a synthetic batch."""
     placement = parallel.Placement(config.parallel.strategy)
     model = loop.build_model(config, num_classes)
     stage = next(iter(config.stages.values()))
@@ -139,38 +141,83 @@ def step_throughput(
     )
     state = placement.put_state(classifier.create_train_state(model, step.tx, step.trainable, 0))
     train_fn, eval_fn = classifier.compile_steps(step, placement, flip_tta=False)
-    batches = synthetic_batches(batch_size, config.data.image_size, num_classes)
-    batch = placement.put_batch(next(batches))
+    batch = placement.put_batch(
+        next(synthetic_batches(batch_size, config.data.image_size, num_classes))
+    )
     start = time.perf_counter()
+    flops, temp_mb = 0.0, float("nan")
     if placement.strategy == "mesh":
         compiled = train_fn.lower(state, batch).compile()
-        cost = compiled.cost_analysis()
+        cost, memory = compiled.cost_analysis(), compiled.memory_analysis()
         flops = float(cost.get("flops", 0.0)) if cost else 0.0
-        memory = compiled.memory_analysis()
-        temp_mb = (memory.temp_size_in_bytes / 2**20) if memory else float("nan")
-    else:
-        flops, temp_mb = 0.0, float("nan")
-    state, _ = train_fn(state, batch)
-    jax.block_until_ready(state)
+        temp_mb = memory.temp_size_in_bytes / 2**20 if memory else temp_mb
+    holder = {"state": jax.block_until_ready(train_fn(state, batch)[0])}
     compile_s = time.perf_counter() - start
 
-    holder = {"state": state}
-
-    def one_train_step():
+    def train():
         holder["state"], metrics = train_fn(holder["state"], batch)
         return metrics
 
-    train = _time(one_train_step, repeats, batch_size)
-    jax.block_until_ready(eval_fn(holder["state"], batch))
-    evaluation = _time(lambda: eval_fn(holder["state"], batch), repeats, batch_size)
-    return StepReport(
-        batch_size=batch_size,
-        dtype=config.model.dtype,
-        strategy=placement.strategy,
-        train_images_per_s=train.images_per_s,
-        eval_images_per_s=evaluation.images_per_s,
-        train_compile_s=compile_s,
-        train_gflops_per_image=flops / batch_size / 1e9,
-        train_gflops_per_s=flops / train.median_s / 1e9,
+    return CompiledSteps(
+        train=train,
+        eval=lambda: eval_fn(holder["state"], batch),
+        compile_s=compile_s,
+        train_flops=flops,
         temp_memory_mb=temp_mb,
     )
+
+
+def time_alternating(
+    fns: Mapping[str, Callable[[], object]], *, repeats: int, batch: int
+) -> dict[str, Timing]:
+    """Each function's median over ``repeats`` rounds that call all of them in turn.
+
+    Interleaving (A, B, A, B, ...) exposes every function to the same changes in machine
+    load, so their ratio holds on a shared machine where absolute times drift.
+    """
+    for fn in fns.values():  # warm-up: compilation, first-call allocations
+        jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: Timing(statistics.median(t), batch / statistics.median(t))
+        for name, t in times.items()
+    }
+
+
+def plot_throughput(records: Sequence[Mapping], path: str) -> None:
+    """Train (solid) and eval (dashed) images/s against batch size, one panel per dtype."""
+    from matplotlib.figure import Figure
+
+    dtypes = sorted({r["dtype"] for r in records})
+    fig = Figure(figsize=(5 * len(dtypes), 4), dpi=120, layout="constrained")
+    axes = fig.subplots(1, len(dtypes), squeeze=False, sharey=True)[0]
+    names = list(dict.fromkeys(r["implementation"] for r in records))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    for ax, dtype in zip(axes, dtypes, strict=True):
+        for name in names:
+            rs = sorted(
+                (r for r in records if r["dtype"] == dtype and r["implementation"] == name),
+                key=lambda r: r["batch_size"],
+            )
+            batches = [r["batch_size"] for r in rs]
+            for kind, style in (("train", "-"), ("eval", "--")):
+                ax.plot(
+                    batches,
+                    [r[f"{kind}_images_per_s"] for r in rs],
+                    style,
+                    marker="o",
+                    color=colors[name],
+                    label=f"{name} {kind}",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_title(f"{records[0]['model']}, {dtype}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("images/s")
+    axes[-1].legend(fontsize="small")
+    fig.savefig(path)

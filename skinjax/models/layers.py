@@ -63,6 +63,53 @@ class PointwiseConv(nnx.Linear):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def grouped_conv(
+    lhs: Array,
+    rhs: Array,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    **kwargs,
+) -> Array:
+    """`lax.conv_general_dilated`, with depthwise convolutions as sums of shifted products.
+
+    XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower backward
+    than k*k shifted multiply-adds, which XLA fuses into one loop (measured on
+    EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same function on
+    every backend; other convolutions go to lax unchanged.
+    """
+    channels, (kh, kw, per_group, out) = lhs.shape[-1], rhs.shape
+    plain = lhs_dilation not in (None, (1, 1)) or rhs_dilation not in (None, (1, 1))
+    if feature_group_count != channels or per_group != 1 or out != channels or plain:
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            **kwargs,
+        )
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+    sy, sx = window_strides
+    x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    out_h = (x.shape[1] - kh) // sy + 1
+    out_w = (x.shape[2] - kw) // sx + 1
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            window = x[:, i : i + sy * (out_h - 1) + 1 : sy, j : j + sx * (out_w - 1) + 1 : sx]
+            term = window * rhs[i, j, 0]
+            total = term if total is None else total + term
+    return total
+
+
 @dataclasses.dataclass(frozen=True)
 class Layers:
     """Builds convolutions, BatchNorms and dense layers with a model's shared options.
@@ -86,14 +133,20 @@ class Layers:
         self,
         in_features: int,
         out_features: int,
-        kernel_size: int,
+        kernel_size: int | tuple[int, int],
         *,
         stride: int = 1,
         groups: int = 1,
+        padding: int | tuple[int, int] | None = None,
         use_bias: bool = False,
         kernel_init: nnx.Initializer = conv_init,
     ) -> nnx.Module:
-        """A square convolution; 1x1 ones without groups become a `PointwiseConv`."""
+        """A convolution, square unless `kernel_size` is a (height, width) pair.
+
+        `padding` is per side, (height, width) or one for both, as torch's Conv2d takes
+        it; by default k // 2, or TensorFlow's 'SAME' with `same_padding`. 1x1 ones
+        without groups or padding become a `PointwiseConv`.
+        """
         common = dict(
             use_bias=use_bias,
             kernel_init=kernel_init,
@@ -101,16 +154,22 @@ class Layers:
             param_dtype=self.param_dtype,
             rngs=self.rngs,
         )
-        if kernel_size == 1 and groups == 1:
+        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        same = self.same_padding and padding is None
+        if padding is None:
+            padding = (kernel[0] // 2, kernel[1] // 2)
+        elif isinstance(padding, int):
+            padding = (padding, padding)
+        if kernel == (1, 1) and groups == 1 and padding == (0, 0):
             return PointwiseConv(in_features, out_features, stride=stride, **common)
-        pad = kernel_size // 2
         return nnx.Conv(
             in_features,
             out_features,
-            (kernel_size, kernel_size),
+            kernel,
             strides=stride,
-            padding="SAME" if self.same_padding else ((pad, pad), (pad, pad)),
+            padding="SAME" if same else tuple((p, p) for p in padding),
             feature_group_count=groups,
+            conv_general_dilated=grouped_conv,
             **common,
         )
 
@@ -143,15 +202,16 @@ class ConvNorm(nnx.Module):
         self,
         in_features: int,
         out_features: int,
-        kernel_size: int,
+        kernel_size: int | tuple[int, int],
         *,
         layers: Layers,
         stride: int = 1,
         groups: int = 1,
+        padding: int | tuple[int, int] | None = None,
         activation: Activation | None = None,
     ):
         self.conv = layers.conv(
-            in_features, out_features, kernel_size, stride=stride, groups=groups
+            in_features, out_features, kernel_size, stride=stride, groups=groups, padding=padding
         )
         self.norm = layers.norm(out_features)
         self.activation = activation
