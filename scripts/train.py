@@ -25,6 +25,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and s
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first (one process per host)."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, where no cluster manager tells jax."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,7 +37,8 @@ def main(argv):
     del argv
     logs.quiet_libraries()
     if _MULTIHOST.value:
-        jax.distributed.initialize()
+        # With no arguments, jax asks SLURM, Open MPI, Kubernetes or Cloud TPU.
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("devices: %s", jax.devices())
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -64,12 +64,16 @@ class Placement:
         self.devices = list(self.mesh.devices.flat)
 
     def put_state(self, state: Any) -> Any:
-        if self.strategy == "pmap":  # one copy per local device; pmap places them
+        if self.strategy == "pmap":
+            # One copy per device, placed as pmap places its outputs: a state passed
+            # from the host would make the second step compile again.
             n = len(self.devices)
-            return jax.tree.map(
+            copies = jax.tree.map(
                 lambda x: np.broadcast_to(x, (n, *np.shape(x))), jax.device_get(state)
             )
-        return jax.device_put(state, replicated(self.mesh))
+            return jax.device_put(copies, batch_sharded(self.mesh))
+        # A copy: the train step donates its state, which must not free the model's arrays.
+        return jax.device_put(state, replicated(self.mesh), may_alias=False)
 
     def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         if self.strategy == "pmap":
