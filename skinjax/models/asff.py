@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models.layers import Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 from skinjax.models.resnet import ResNetBackbone, torch_name
 
 Array = jax.Array
@@ -70,7 +70,7 @@ class AdaptiveFusion(nnx.Module):
         return fine * w[..., :1] + coarse * w[..., 1:], weights
 
 
-class ASFFResNet50(nnx.Module):
+class ASFFResNet50(Classifier):
     """ResNet-50 with adaptive fusion of stages 4 and 5, then GAP -> Dense 2048 ReLU -> Dense."""
 
     cam_layers = ("asff",)
@@ -105,9 +105,6 @@ class ASFFResNet50(nnx.Module):
     def classify(self, features: dict[str, Array]) -> Array:
         x = nnx.relu(self.hidden(global_average_pool(features["asff"])))
         return self.fc(x).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str | None:
         """torchvision ResNet-50 names for the backbone; the fusion head has none."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -115,7 +115,7 @@ def torch_name(path: str) -> str:
 
 
 @register("densenet121")
-class DenseNet121(nnx.Module):
+class DenseNet121(Classifier):
     """torchvision's DenseNet-121: backbone, global average pooling, one dense layer."""
 
     cam_layers = ("head",)
@@ -134,14 +134,8 @@ class DenseNet121(nnx.Module):
         self.backbone = DenseNetBackbone(layers)
         self.fc = layers.dense(self.backbone.out_features, num_classes)
 
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
     def classify(self, features: dict[str, Array]) -> Array:
         return self.fc(global_average_pool(features["head"])).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models.layers import Activation, ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -150,7 +150,7 @@ class EfficientNetBackbone(nnx.Module):
         return features
 
 
-class EfficientNet(nnx.Module):
+class EfficientNet(Classifier):
     """EfficientNet classifier: backbone, global average pooling, dropout, dense ('fc')."""
 
     cam_layers = ("head",)
@@ -180,15 +180,9 @@ class EfficientNet(nnx.Module):
         self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
         self.fc = layers.dense(_HEAD_FEATURES, num_classes)
 
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
     def classify(self, features: dict[str, Array]) -> Array:
         x = self.dropout(global_average_pool(features["head"]))
         return self.fc(x).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str:
         return self.variant.torch_name(self, path)

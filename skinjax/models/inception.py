@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -252,7 +252,7 @@ def torch_name(path: str) -> str:
 
 
 @register("inception_v3")
-class InceptionV3(nnx.Module):
+class InceptionV3(Classifier):
     """torchvision's Inception-v3: backbone, global average pooling, dropout, dense ('fc')."""
 
     cam_layers = ("mixed_7c",)
@@ -278,15 +278,9 @@ class InceptionV3(nnx.Module):
         self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
         self.fc = layers.dense(_FEATURES, num_classes)
 
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
     def classify(self, features: dict[str, Array]) -> Array:
         x = self.dropout(global_average_pool(features["mixed_7c"]))
         return self.fc(x).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

@@ -17,7 +17,7 @@ from flax import nnx
 
 from skinjax.models import efficientnet
 from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -89,7 +89,7 @@ _FIXED = {
 
 
 @register("mobilenet_v2")
-class MobileNetV2(nnx.Module):
+class MobileNetV2(Classifier):
     """torchvision's MobileNetV2 (width 1.0): backbone, global average pooling, dropout, dense."""
 
     cam_layers = ("head",)
@@ -109,15 +109,9 @@ class MobileNetV2(nnx.Module):
         self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
         self.fc = layers.dense(_HEAD_FEATURES, num_classes)
 
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
     def classify(self, features: dict[str, Array]) -> Array:
         x = self.dropout(global_average_pool(features["head"]))
         return self.fc(x).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str:
         """torchvision numbers blocks across stages, and a block's layers within it:

@@ -19,9 +19,25 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+import jax
 from flax import nnx
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
+
+
+class Classifier(nnx.Module):
+    """The interface above; subclasses define ``backbone``, ``classify`` and ``cam_layers``."""
+
+    cam_layers: tuple[str, ...]
+
+    def features(self, x: jax.Array) -> dict[str, jax.Array]:
+        return self.backbone(x)
+
+    def classify(self, features: dict[str, jax.Array]) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.classify(self.features(x))
 
 
 def register(name: str) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:

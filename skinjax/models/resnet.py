@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -106,7 +106,7 @@ def torch_name(path: str) -> str:
     return path
 
 
-class ResNet(nnx.Module):
+class ResNet(Classifier):
     """ResNet classifier: backbone, global average pooling, one dense layer ('fc').
 
     `width` is the channel count of the stem and first stage (64 in the paper); stages
@@ -134,14 +134,8 @@ class ResNet(nnx.Module):
         )
         self.fc = layers.dense(self.backbone.out_features, num_classes)
 
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
     def classify(self, features: dict[str, Array]) -> Array:
         return self.fc(global_average_pool(features["stage5"])).astype(jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

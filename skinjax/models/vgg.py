@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from skinjax.models.layers import Layers, global_average_pool
-from skinjax.models.registry import register
+from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
 
@@ -102,18 +102,12 @@ def torch_name(path: str) -> str | None:
     return {"backbone.fc6": _CLASSIFIER[0], "backbone.fc7": _CLASSIFIER[1]}.get(path)
 
 
-class _VGG(nnx.Module):
+class _VGG(Classifier):
     """What both networks share: the backbone, the dropout, and `features` then `classify`."""
 
     def __init__(self, layers: Layers, *, fully_connected: bool):
         self.backbone = VGGBackbone(layers, fully_connected=fully_connected)
         self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
-
-    def features(self, x: Array) -> dict[str, Array]:
-        return self.backbone(x)
-
-    def __call__(self, x: Array) -> Array:
-        return self.classify(self.features(x))
 
 
 @register("vgg16")
