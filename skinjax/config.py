@@ -125,4 +125,13 @@ def base() -> ml_collections.ConfigDict:
         )
     )
     config.parallel = ml_collections.ConfigDict(dict(strategy="mesh"))  # or 'pmap'
+    # Cropping to the class activation (scripts/cam_crop.py, configs/cam_crop.py).
+    config.cam_crop = ml_collections.ConfigDict(
+        dict(
+            method="cam",  # 'cam' (GAP + linear heads) or 'gradcam'
+            layer="",  # '' = the model's first cam_layers entry
+            threshold=0.2,  # keep the region above this fraction of the map's maximum
+            margin=0.1,  # added on every side of the box, as a fraction of the image side
+        )
+    )
     return config

@@ -56,7 +56,9 @@ def _decode_other(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np
                 raise _colour_error(path, image.mode)
             image.draft("RGB", (size, size))
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except UnidentifiedImageError as e:  # its message names a BytesIO object, not the file
+        raise ImageError(f"{path}: not a readable image (unknown format). Remove the file.") from e
+    except (OSError, SyntaxError) as e:
         raise ImageError(
             f"{path}: not a readable image ({e}). Re-export or remove the file."
         ) from e

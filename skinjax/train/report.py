@@ -11,60 +11,35 @@ import json
 import os
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 from flax import nnx
 
-from skinjax import metrics, parallel, plots
+from skinjax import metrics, parallel, plots, trained
 from skinjax.data import prepare
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
-from skinjax.train.checkpoints import Checkpoints
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
-    path = os.path.join(workdir, loop.CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a training work directory?")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(workdir, loop.RUN_FILE)) as f:
-        return config, json.load(f)
-
-
-def predict_workdir(
-    workdir: str, config: ml_collections.ConfigDict, collection: Collection
-) -> np.ndarray:
+def predict_workdir(workdir: str, collection: Collection) -> np.ndarray:
     """Probabilities of the work directory's best checkpoint on ``collection``."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.parallel.strategy = "mesh"
-    placement = parallel.Placement("mesh")
-    model = loop.build_model(config, len(collection.classes))
-    _, eval_graph = classifier.graphs(model, freeze_backbone=False)
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    checkpoints = Checkpoints(
-        workdir,
-        keep=1,
-        best_metric=config.train.best_metric,
-        identity=loop.identity(config, collection.classes),
-    )
-    restored, _ = checkpoints.restore_best({"params": params, "rest": rest})
-    checkpoints.close()
+    run = trained.load(workdir)
+    graph, params, rest = nnx.split(run.model, nnx.Param, ...)
     step = classifier.Step(
-        train_graph=eval_graph,
-        eval_graph=eval_graph,
+        train_graph=graph,
+        eval_graph=graph,
         tx=None,
         loss=None,
         augment=None,
-        mean=tuple(config.data.mean),
-        std=tuple(config.data.std),
-        dtype=loop.compute_dtype(config),
+        mean=tuple(run.config.data.mean),
+        std=tuple(run.config.data.std),
+        dtype=loop.compute_dtype(run.config),
     )
-    _, eval_fn = classifier.compile_steps(step, placement, flip_tta=config.eval.flip_tta)
+    placement = parallel.Placement("mesh")
+    _, eval_fn = classifier.compile_steps(step, placement, flip_tta=run.config.eval.flip_tta)
     state = classifier.TrainState(
         step=np.int32(0),
-        params=restored["params"],
-        rest=restored["rest"],
+        params=params,
+        rest=rest,
         opt_state=(),
         rng=np.zeros(2, np.uint32),
         lr_scale=np.float32(1),
@@ -74,9 +49,9 @@ def predict_workdir(
         placement.put_state(state),
         collection,
         placement,
-        batch_size=config.eval.batch_size,
-        image_size=config.data.image_size,
-        read_threads=config.data.read_threads,
+        batch_size=run.config.eval.batch_size,
+        image_size=run.config.data.image_size,
+        read_threads=run.config.data.read_threads,
     )
 
 
@@ -88,7 +63,7 @@ def evaluate(
     out_dir: str | None = None,
 ) -> dict:
     """Writes metrics.json and plots for ``split`` into ``out_dir``; returns the metrics."""
-    config, run = load_run(workdirs[0])
+    config, run = trained.load_run(workdirs[0])
     if data_overrides:
         config.data.update(data_overrides)
     parts = prepare.prepare(config.data)
@@ -99,7 +74,7 @@ def evaluate(
     collection = parts[split]
 
     def probabilities(part: Collection) -> np.ndarray:
-        probs = np.mean([predict_workdir(w, load_run(w)[0], part) for w in workdirs], axis=0)
+        probs = np.mean([predict_workdir(w, part) for w in workdirs], axis=0)
         if config.eval.reweight_by_inverse_frequency:
             probs = metrics.reweight_by_inverse_frequency(probs, run["class_counts"])
         return probs

@@ -1,0 +1,60 @@
+r"""Predicts image files with a trained work directory or an exported artifact.
+
+    python scripts/predict.py --workdir W IMAGE_OR_DIR... [--gradcam OUT] [--format csv|json]
+    python scripts/predict.py --artifact A IMAGE_OR_DIR... [--gradcam OUT] [--output FILE]
+
+Prints, per file, the probability of every class and the predicted class (the most
+probable one), as CSV (default) or JSON; a folder stands for the files directly in it.
+--gradcam writes a Grad-CAM overlay per image to OUT/<file name>.png. A file that cannot
+be read as an image gets an error (in its row, and on stderr) and the others still run;
+the exit status is then 1.
+"""
+
+import os
+import sys
+
+# Configs import each other as `configs.x`: put the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+
+from skinjax import logs, predict
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
+_ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
+_GRADCAM = flags.DEFINE_string("gradcam", None, "Directory for Grad-CAM overlays (PNG).")
+_FORMAT = flags.DEFINE_enum("format", "csv", ["csv", "json"], "Output format.")
+_OUTPUT = flags.DEFINE_string("output", None, "Write the results here instead of stdout.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+flags.mark_flags_as_mutual_exclusive(["workdir", "artifact"], required=True)
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise app.UsageError("name at least one image file or folder")
+    logs.quiet_libraries()
+    model = (
+        predict.from_workdir(_WORKDIR.value)
+        if _WORKDIR.value
+        else predict.from_artifact(_ARTIFACT.value)
+    )
+    results = predict.predict(
+        model,
+        predict.list_files(argv[1:]),
+        batch_size=_BATCH_SIZE.value,
+        gradcam_dir=_GRADCAM.value,
+    )
+    write = predict.write_csv if _FORMAT.value == "csv" else predict.write_json
+    if _OUTPUT.value:
+        with open(_OUTPUT.value, "w", newline="") as f:
+            write(results, model.classes, f)
+    else:
+        write(results, model.classes, sys.stdout)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,108 @@
+"""The CAM-crop two-stage method: retrain on crops around each image's class activation.
+
+Stage 1 is an ordinary training run on whole images. `write_crops` runs its best
+checkpoint over every split of that run's data, crops each original image to the box
+around its region of highest activation (`explain.crop_box`, with the threshold and
+margin of ``config.cam_crop``) and writes the crops as a CSV collection that keeps the
+original labels and splits. Stage 2 is an ordinary training run on that collection
+(`data_config`); evaluating it on the validation crops is classifying the crop at test
+time.
+
+Boxes come from the map of the predicted class, for training and validation images
+alike: both are cropped the same way, and no label reaches a validation crop.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from skinjax import explain
+from skinjax.data import augment, images, pipeline, prepare
+from skinjax.data.sources import Collection
+from skinjax.train import loop
+from skinjax.trained import Trained
+
+CSV_FILE = "labels.csv"
+_BOX_FIELDS = tuple(f.name for f in dataclasses.fields(explain.Box))
+
+
+def data_config(directory: str, classes: Sequence[str]) -> dict[str, Any]:
+    """The ``config.data`` fields that read a collection written by `write_crops`."""
+    return dict(
+        source="csv",
+        dir=directory,
+        csv=CSV_FILE,
+        classes=tuple(classes),
+        id_column="image_id",
+        label_column="label",
+        path_column="file",
+        split_column="split",
+        label_map={},
+    )
+
+
+def boxes(run: Trained, collection: Collection, settings: Mapping[str, Any]) -> list[explain.Box]:
+    """The crop box of every image of ``collection``, in order, from the run's model."""
+    data = run.config.data
+    method = explain.cam if settings["method"] == "cam" else explain.grad_cam
+    dtype = loop.compute_dtype(run.config)
+    batches = pipeline.eval_dataset(
+        collection,
+        batch_size=run.config.eval.batch_size,
+        image_size=data.image_size,
+        read_threads=data.read_threads,
+        convert_to_rgb=data.convert_to_rgb,
+    )
+    found: dict[int, explain.Box] = {}
+    for batch in batches:
+        normalised = augment.normalize(batch["image"], tuple(data.mean), tuple(data.std), dtype)
+        maps = method(run.model, normalised, layer=settings["layer"] or None)
+        for index, heatmap in zip(batch["index"], np.asarray(maps.heatmaps), strict=True):
+            if index >= 0:  # not padding
+                found[int(index)] = explain.crop_box(
+                    heatmap, threshold=settings["threshold"], margin=settings["margin"]
+                )
+    return [found[i] for i in range(len(collection))]
+
+
+def write_crops(
+    run: Trained, out_dir: str, settings: Mapping[str, Any], *, quality: int = 95
+) -> dict[str, Any]:
+    """Writes every split's crops (JPEG, at the original's resolution) and labels.csv.
+
+    Returns the ``config.data`` fields that read them (`data_config`). The crops are
+    resized to the stage-2 image size when read, like any collection.
+    """
+    parts = prepare.prepare(run.config.data)
+    rows = []
+    for split, part in sorted(parts.items()):
+        for example, box in zip(part.examples, boxes(run, part, settings), strict=True):
+            original = images.decode(
+                images.read_file(example.path),
+                example.path,
+                convert_to_rgb=run.config.data.convert_to_rgb,
+            )
+            file = os.path.join("images", f"{example.id}.jpg")
+            os.makedirs(os.path.dirname(os.path.join(out_dir, file)), exist_ok=True)
+            Image.fromarray(box.crop(original)).save(os.path.join(out_dir, file), quality=quality)
+            rows.append(
+                dict(
+                    image_id=example.id,
+                    file=file,
+                    split=split,
+                    label=part.classes[example.label],
+                    **dataclasses.asdict(box),
+                )
+            )
+    with open(os.path.join(out_dir, CSV_FILE), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image_id", "file", "split", "label", *_BOX_FIELDS])
+        writer.writeheader()
+        writer.writerows(rows)
+    return data_config(out_dir, run.classes)

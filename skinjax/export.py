@@ -1,0 +1,439 @@
+"""Portable artifacts of a trained classifier, and a loader that needs no model code.
+
+`export` turns a training work directory into a directory that runs without skinjax:
+
+    model.stablehlo      jax.export, serialized: images -> (logits, probabilities)
+    gradcam.stablehlo    jax.export, serialized: images -> Grad-CAM heat maps
+    model.onnx           the function of model.stablehlo, through jax2onnx (weights in
+                         model.onnx.data beside it for large models)
+    weights.safetensors  parameters and BatchNorm statistics, named by nnx path
+    model_card.json      classes, input, normalisation, metrics, config, source step
+    MODEL_CARD.md        the same for people, with how to run both files
+
+The input is uint8 RGB images [B, S, S, 3] (NHWC) for any batch size B (a symbolic
+dimension) at the training size S: uint8 is what decoders give and what the training
+pipeline feeds, and the exported functions scale to [0, 1] and normalise with the
+training mean and std themselves, so users feed raw pixels and cannot get the
+normalisation wrong. Resizing (bilinear, the whole image) is the caller's. The outputs
+are float32 [B, C] logits and softmax probabilities, and [B, S, S] heat maps in [0, 1]
+of the predicted class. Both model files are checked against the live model when
+written, at batch sizes 1 and 5.
+
+jax2onnx (0.17) needs two work-arounds, both in `_onnx_friendly`: it replaces flax.nnx
+functions while it traces (its nnx.max_pool takes neither positional arguments nor
+explicit padding), so the function is traced to a jaxpr here and handed over as lax
+primitives; and it lowers an NHWC max pool to a 4-D ONNX MaxPool, which onnxruntime
+refuses, so each becomes a 3-D pool over (N * C, H, W).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+from jax.extend import core as jax_core
+from safetensors import numpy as safetensors_numpy
+
+from skinjax import explain, trained
+from skinjax.data import augment
+from skinjax.train import loop
+
+STABLEHLO = "model.stablehlo"
+GRADCAM = "gradcam.stablehlo"
+ONNX = "model.onnx"
+WEIGHTS = "weights.safetensors"
+CARD = "model_card.json"
+CARD_MARKDOWN = "MODEL_CARD.md"
+PLATFORMS = ("cpu", "cuda", "tpu")
+CHECK_BATCH_SIZES = (1, 5)
+FORMAT = "skinjax-export/1"
+
+Array = jax.Array
+
+
+class ExportError(RuntimeError):
+    """An exported file that does not reproduce the live model."""
+
+
+def inference_functions(
+    run: trained.Trained,
+) -> tuple[Callable[[Array], tuple[Array, Array]], Callable[[Array], Array]]:
+    """The run's model on uint8 images, as exported: (logits, probabilities) and heat maps."""
+    graph, state = nnx.split(run.model)
+    mean, std = tuple(run.config.data.mean), tuple(run.config.data.std)
+    dtype = loop.compute_dtype(run.config)
+    layer = run.model.cam_layers[0]
+
+    def classify(images: Array) -> tuple[Array, Array]:
+        logits = nnx.merge(graph, state)(augment.normalize(images, mean, std, dtype))
+        return logits, jax.nn.softmax(logits)
+
+    def heatmaps(images: Array) -> Array:
+        maps, _ = explain.activation_maps(
+            nnx.merge(graph, state),
+            augment.normalize(images, mean, std, dtype),
+            jnp.full(images.shape[:1], -1, jnp.int32),
+            method="gradcam",
+            layer=layer,
+        )
+        return maps.heatmaps
+
+    return classify, heatmaps
+
+
+def input_spec(image_size: int) -> jax.ShapeDtypeStruct:
+    (batch,) = jax.export.symbolic_shape("B")
+    return jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.uint8)
+
+
+# --- ONNX -------------------------------------------------------------------------
+
+
+def _max_pool_3d(x: Array, **params) -> Array:
+    """An NHWC max pool over H and W as a 3-D pool over (N * C, H, W): same values."""
+    window, strides, padding = (
+        params[k] for k in ("window_dimensions", "window_strides", "padding")
+    )
+    if (window[0], window[3], strides[0], strides[3]) != (1, 1, 1, 1) or any(
+        d != 1 for d in (*params["base_dilation"], *params["window_dilation"])
+    ):
+        raise NotImplementedError(f"ONNX export handles NHWC spatial max pools only, not {params}")
+    n, h, w, c = x.shape
+    pooled = lax.reduce_window_max_p.bind(
+        jnp.transpose(x, (0, 3, 1, 2)).reshape(n * c, h, w),
+        window_dimensions=(1, *window[1:3]),
+        window_strides=(1, *strides[1:3]),
+        padding=((0, 0), *padding[1:3]),
+        base_dilation=(1, 1, 1),
+        window_dilation=(1, 1, 1),
+    )
+    return jnp.transpose(pooled.reshape(n, c, *pooled.shape[1:]), (0, 2, 3, 1))
+
+
+def _evaluate(jaxpr: jax_core.Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
+    """Evaluates a jaxpr with calls inlined and max pools made 3-D (see the module doc)."""
+    env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
+    for eqn in jaxpr.eqns:
+        inputs = [read(v) for v in eqn.invars]
+        if eqn.primitive is lax.reduce_window_max_p:
+            outputs = [_max_pool_3d(*inputs, **eqn.params)]
+        elif eqn.primitive.name in ("jit", "pjit", "custom_jvp_call", "custom_vjp_call"):
+            inner = eqn.params.get("jaxpr") or eqn.params["call_jaxpr"]
+            outputs = _evaluate(inner.jaxpr, inner.consts, *inputs)
+        else:
+            outputs = eqn.primitive.bind(*inputs, **eqn.primitive.get_bind_params(eqn.params))
+            outputs = outputs if eqn.primitive.multiple_results else [outputs]
+        env.update(zip(eqn.outvars, outputs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _onnx_friendly(fn: Callable, spec: jax.ShapeDtypeStruct) -> Callable:
+    closed = jax.make_jaxpr(fn)(spec)
+    return lambda images: tuple(_evaluate(closed.jaxpr, closed.consts, images))
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger, level: int) -> Iterator[None]:
+    """Drops ``logger``'s records below ``level`` for the duration (jax2onnx's chatter)."""
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _write_onnx(fn: Callable, spec: jax.ShapeDtypeStruct, path: str) -> None:
+    try:
+        import jax2onnx
+    except ImportError as e:
+        raise ImportError(
+            'ONNX export needs jax2onnx: pip install -e ".[export]" and then '
+            "pip install --no-deps jax2onnx==0.17.1 (its declared dependencies would "
+            "downgrade orbax-checkpoint; see docs/explain_export.md), or export with onnx=False."
+        ) from e
+    # onnx_ir warns once per untyped shape constant, hundreds of times; the ONNX model is
+    # checked against the live one anyway.
+    with (
+        _quiet(logging.getLogger("jax2onnx"), logging.WARNING),
+        _quiet(logging.getLogger("onnx_ir.serde"), logging.ERROR),
+    ):
+        jax2onnx.to_onnx(
+            _onnx_friendly(fn, spec),
+            [spec],
+            model_name="skinjax",
+            input_names=["images"],
+            output_names=["logits", "probabilities"],
+            return_mode="file",
+            output_path=path,
+        )
+
+
+def _onnx_logits(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(["logits"], {"images": images})[0]
+
+
+# --- export -----------------------------------------------------------------------
+
+
+def _flat_weights(model: nnx.Module) -> dict[str, np.ndarray]:
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)).to_pure_dict()
+    return {
+        ".".join(str(k.key) for k in path): np.ascontiguousarray(leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
+
+
+def _max_difference(
+    logits: Callable[[np.ndarray], Any], expected: Callable[[np.ndarray], Any], image_size: int
+) -> float:
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch in CHECK_BATCH_SIZES:
+        images = rng.integers(0, 256, (batch, image_size, image_size, 3), np.uint8)
+        difference = np.abs(np.asarray(logits(images)) - np.asarray(expected(images)))
+        worst = max(worst, float(difference.max()))
+    return worst
+
+
+def _validation_metrics(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, "eval_val", "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        metrics = json.load(f)
+    keep = ("split", "num_examples", "threshold", "intervals_95")
+    return {k: v for k, v in metrics.items() if np.ndim(v) == 0 or k in keep}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def export(
+    workdir: str,
+    out_dir: str,
+    *,
+    platforms: Sequence[str] = PLATFORMS,
+    onnx: bool = True,
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
+    """Writes the artifact of ``workdir``'s best checkpoint to ``out_dir``; returns the card.
+
+    Raises `ExportError` if an exported file's logits differ from the live model's by
+    more than ``tolerance`` (checked when ``platforms`` include 'cpu', for StableHLO).
+    """
+    run = trained.load(workdir)
+    classify, heatmaps = inference_functions(run)
+    spec = input_spec(run.image_size)
+    os.makedirs(out_dir, exist_ok=True)
+    live = jax.jit(lambda images: classify(images)[0])
+    for name, fn in ((STABLEHLO, classify), (GRADCAM, heatmaps)):
+        exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(spec)
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(exported.serialize())
+    checks: dict[str, float] = {}
+    if "cpu" in platforms:
+        stablehlo = _deserialize(os.path.join(out_dir, STABLEHLO))
+        checks["stablehlo"] = _max_difference(lambda x: stablehlo(x)[0], live, run.image_size)
+    if onnx:
+        _write_onnx(classify, spec, os.path.join(out_dir, ONNX))
+        checks["onnx"] = _max_difference(
+            _onnx_logits(os.path.join(out_dir, ONNX)), live, run.image_size
+        )
+    failed = {k: v for k, v in checks.items() if v > tolerance}
+    if failed:
+        raise ExportError(f"exported logits differ from the live model's by {failed} > {tolerance}")
+    safetensors_numpy.save_file(
+        _flat_weights(run.model), os.path.join(out_dir, WEIGHTS), metadata={"format": "nnx"}
+    )
+    onnx_files = sorted(f for f in os.listdir(out_dir) if f.startswith(ONNX)) if onnx else []
+    card = _card(run, platforms, checks, onnx_files)
+    with open(os.path.join(out_dir, CARD), "w") as f:
+        json.dump(card, f, indent=2)
+    with open(os.path.join(out_dir, CARD_MARKDOWN), "w") as f:
+        f.write(_card_markdown(card))
+    return card
+
+
+def _card(
+    run: trained.Trained,
+    platforms: Sequence[str],
+    checks: dict[str, float],
+    onnx_files: Sequence[str],
+) -> dict[str, Any]:
+    config = run.config
+    size, classes = run.image_size, list(run.classes)
+    return {
+        "format": FORMAT,
+        "model": {"name": config.model.name, "options": dict(config.model.options)},
+        "classes": classes,
+        "input": {
+            "name": "images",
+            "shape": [None, size, size, 3],
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "channels": "RGB",
+            "resize": f"the whole image to {size}x{size}, bilinear, before the model",
+        },
+        "normalization": {
+            "inside_model": True,
+            "formula": "(images / 255 - mean) / std",
+            "mean": list(config.data.mean),
+            "std": list(config.data.std),
+        },
+        "outputs": {
+            "logits": [None, len(classes)],
+            "probabilities": [None, len(classes)],
+            "heatmaps": [None, size, size],
+        },
+        "files": {
+            "stablehlo": STABLEHLO,
+            "gradcam_stablehlo": GRADCAM,
+            "onnx": list(onnx_files),  # large models keep their weights in model.onnx.data
+            "weights": WEIGHTS,
+        },
+        "gradcam_layer": run.model.cam_layers[0],
+        "platforms": list(platforms),
+        "export_check": {
+            "max_abs_logit_difference": checks,
+            "batch_sizes": list(CHECK_BATCH_SIZES),
+        },
+        "validation_metrics": _validation_metrics(run.workdir),
+        # scripts/evaluate.py averages with the mirror image when this is set; these
+        # files do not.
+        "validation_flip_tta": bool(config.eval.flip_tta),
+        "source": {
+            "workdir": os.path.abspath(run.workdir),
+            "checkpoint_step": run.step,
+            "best_metric": config.train.best_metric,
+            "best_value": run.best,
+        },
+        "training_config": config.to_dict(),
+        "versions": {p: _version(p) for p in ("skinjax", "jax", "flax", "jax2onnx")},
+    }
+
+
+def _card_markdown(card: dict[str, Any]) -> str:
+    size = card["input"]["shape"][1]
+    norm = card["normalization"]
+    lines = [
+        f"# {card['model']['name']}: {' / '.join(card['classes'])}",
+        "",
+        f"- Classes, in output order: {', '.join(card['classes'])}",
+        f"- Input `images`: uint8 RGB, NHWC, [batch, {size}, {size}, 3], any batch size; "
+        f"resize {card['input']['resize'].removeprefix('the ')}.",
+        f"- Normalisation, inside the model: {norm['formula']}, mean {norm['mean']}, "
+        f"std {norm['std']}.",
+        "- Outputs: `logits` and `probabilities`, float32 [batch, classes]; "
+        f"`{GRADCAM}` gives Grad-CAM heat maps [batch, {size}, {size}] in [0, 1] "
+        f"(predicted class, layer `{card['gradcam_layer']}`).",
+        f"- Source: `{card['source']['workdir']}`, checkpoint step "
+        f"{card['source']['checkpoint_step']} (best validation "
+        f"{card['source']['best_metric']} {card['source']['best_value']:.4f}).",
+        "",
+        "## Run",
+        "",
+        "```python",
+        "import jax, numpy as np",
+        "from PIL import Image",
+        "",
+        f'image = Image.open("lesion.jpg").convert("RGB").resize(({size}, {size}), Image.BILINEAR)',
+        "batch = np.asarray(image)[None]",
+        f'model = jax.export.deserialize(open("{STABLEHLO}", "rb").read())',
+        "logits, probabilities = model.call(batch)",
+        "```",
+        "",
+    ]
+    if card["files"]["onnx"]:
+        lines += [
+            "```python",
+            "import onnxruntime",
+            "",
+            f'session = onnxruntime.InferenceSession("{ONNX}")',
+            'logits, probabilities = session.run(None, {"images": batch})',
+            "```",
+            "",
+        ]
+    metrics = card["validation_metrics"]
+    if metrics:
+        lines += [
+            f"## Validation metrics ({metrics.get('num_examples', '?')} images)",
+            "",
+            *(
+                ["Measured averaging each image with its mirror image; this model does not.", ""]
+                if card["validation_flip_tta"]
+                else []
+            ),
+            "| metric | value | 95% interval |",
+            "|---|---|---|",
+        ]
+        intervals = metrics.get("intervals_95", {})
+        for name, value in metrics.items():
+            if isinstance(value, int | float) and name not in ("num_examples", "threshold"):
+                low, high = intervals.get(name, (None, None))
+                interval = f"{low:.3f} to {high:.3f}" if low is not None else ""
+                lines.append(f"| {name} | {value:.4f} | {interval} |")
+        lines.append("")
+    checks = card["export_check"]["max_abs_logit_difference"]
+    lines += [
+        "Checked at export: largest logit difference from the live model "
+        + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+        + f" (batch sizes {card['export_check']['batch_sizes']}). The training config "
+        f"is in `{CARD}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+class Artifact:
+    """An exported directory, run with jax alone: no skinjax model code is involved."""
+
+    def __init__(self, directory: str):
+        with open(os.path.join(directory, CARD)) as f:
+            self.card = json.load(f)
+        self.classes: tuple[str, ...] = tuple(self.card["classes"])
+        self.image_size: int = self.card["input"]["shape"][1]
+        self._classify = _deserialize(os.path.join(directory, STABLEHLO))
+        self._heatmaps = _deserialize(os.path.join(directory, GRADCAM))
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [B, S, S, 3] RGB images -> (logits, probabilities), float32 [B, C]."""
+        logits, probabilities = self._classify(images)
+        return np.asarray(logits), np.asarray(probabilities)
+
+    def gradcam(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [B, S, S, 3] RGB images -> heat maps [B, S, S] in [0, 1]."""
+        return np.asarray(self._heatmaps(images))
+
+
+def _deserialize(path: str) -> Callable:
+    with open(path, "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+    return jax.jit(exported.call)  # compiled once per batch size
+
+
+def load(directory: str) -> Artifact:
+    """The artifact that `export` wrote to ``directory``."""
+    return Artifact(directory)
