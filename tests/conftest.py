@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 
 import pytest
+
+# torch's triton crashes the process if TensorFlow (clu's writers) was loaded first;
+# torch is a dev extra, and the tests that need it skip without it.
+with contextlib.suppress(ImportError):
+    import torchvision  # noqa: F401
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2020 = SHARED_DATA / "isic2020-part" / "train"

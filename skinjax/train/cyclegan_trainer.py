@@ -19,7 +19,6 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
 from flax import nnx
 from PIL import Image
 
@@ -220,14 +219,7 @@ class Trainer:
 
     def train_and_evaluate(self) -> cyclegan.TrainState:
         config = self.config
-        writer = metric_writers.create_default_writer(
-            self.workdir, just_logging=jax.process_index() > 0, asynchronous=True
-        )
-        hooks = []
-        if jax.process_index() == 0:
-            hooks.append(
-                periodic_actions.ReportProgress(num_train_steps=self.total_steps, writer=writer)
-            )
+        writer, hooks = loop.writer_and_hooks(self.workdir, self.total_steps)
         batches = self.batches()
         state = fresh_state(config, self.model, self.step)
         latest = self.checkpoints.latest_step()

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from flax import nnx
 
 from skinjax import losses, metrics, models, parallel
@@ -127,6 +126,26 @@ def stage_plan(
     ]
 
 
+def writer_and_hooks(workdir: str, total_steps: int, profile: bool = False):
+    """clu's TensorBoard + console writer, and progress (and profiling) hooks for run_steps.
+
+    clu's writers import TensorFlow, which is imported here, when a run starts, and not
+    with this module: TensorFlow loaded before torch's triton crashes the process, and
+    nothing but training needs it.
+    """
+    from clu import metric_writers, periodic_actions
+
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True
+    )
+    hooks = []
+    if jax.process_index() == 0:
+        hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer))
+        if profile:
+            hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5))
+    return writer, hooks
+
+
 @dataclasses.dataclass(frozen=True)
 class Every:
     """How many steps apart the loop stops to talk to the host."""
@@ -145,7 +164,7 @@ def run_steps(
     stage_start: int,
     end: int,
     every: Every,
-    writer: metric_writers.MetricWriter,
+    writer: Any,  # a clu MetricWriter
     hooks: Sequence[Callable[[int], None]],
     evaluate: Callable[[int, Any], tuple[Any, bool]],
     save: Callable[[int, Any, bool], None],
@@ -282,17 +301,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------
 
     def train_and_evaluate(self) -> dict[str, float]:
-        config = self.config
-        writer = metric_writers.create_default_writer(
-            self.workdir, just_logging=jax.process_index() > 0, asynchronous=True
-        )
-        hooks = []
-        if jax.process_index() == 0:
-            hooks.append(
-                periodic_actions.ReportProgress(num_train_steps=self.total_steps, writer=writer)
-            )
-            if config.train.profile:
-                hooks.append(periodic_actions.Profile(logdir=self.workdir, num_profile_steps=5))
+        writer, hooks = writer_and_hooks(self.workdir, self.total_steps, self.config.train.profile)
         train_iter = self.train_iterator()
         progress, resume_step, carry = Progress(), self.checkpoints.latest_step(), None
         if resume_step is not None:
