@@ -13,8 +13,17 @@ on the config's data directory against a plain single-process Pillow loop, and t
 on-device augmentation per batch. Prints JSON lines and markdown tables.
 """
 
+import contextlib
 import os
 import sys
+
+# For --compare torch (a dev extra). OpenMP threads that spin while they wait made
+# torch 5x slower when other processes shared the cores; waiting passively is its best
+# setting there. And torch loads triton, which crashes the process if TensorFlow
+# (imported by clu's metric writers) is loaded first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+with contextlib.suppress(ImportError):
+    import torchvision  # noqa: F401
 
 # Configs import each other as `configs.x`: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +35,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from skinjax import benchmark, logs
+from skinjax import benchmark, cpu, logs
 from skinjax.data import augment, sources
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -100,11 +109,13 @@ def _input_benchmarks(config, rows: list[dict]) -> None:
     )
 
 
-def _torch_steps(config, batch: int, dtype: str, threads: int) -> dict[str, object]:
+def _torch_steps(config, stage, batch: int, dtype: str, threads: int) -> dict[str, object]:
     """PyTorch's steps per variant, warmed up; a variant that fails to run is reported."""
     from skinjax import torch_peer
 
-    stage = next(iter(config.stages.values()))
+    if stage.freeze_backbone:
+        print(json.dumps({"kind": "peer_error", "error": "no PyTorch peer for a frozen backbone"}))
+        return {}
     peers = {}
     for variant in _TORCH_VARIANTS.value:
         steps = torch_peer.steps(
@@ -130,20 +141,24 @@ def _torch_steps(config, batch: int, dtype: str, threads: int) -> dict[str, obje
 def _step_benchmarks(config, peak: float, rows: list[dict]) -> None:
     num_classes = len(config.data.classes) or 2
     threads = len(os.sched_getaffinity(0))  # what JAX's CPU client uses
+    stage = _STAGE.value or list(config.stages)[-1]
     for strategy in _STRATEGIES.value:
         for dtype in _DTYPES.value:
             for batch in map(int, _BATCH_SIZES.value):
                 config.parallel.strategy, config.model.dtype = strategy, dtype
-                steps = benchmark.compiled_steps(config, batch_size=batch, num_classes=num_classes)
+                steps = benchmark.compiled_steps(
+                    config, stage=stage, batch_size=batch, num_classes=num_classes
+                )
                 impls = {"skinjax": steps}
                 if "torch" in _COMPARE.value:
-                    impls |= _torch_steps(config, batch, dtype, threads)
+                    impls |= _torch_steps(config, config.stages[stage], batch, dtype, threads)
                 fns = {}
                 for name, impl in impls.items():
                     fns[f"{name} train"], fns[f"{name} eval"] = impl.train, impl.eval
                 t = benchmark.time_alternating(fns, repeats=_REPEATS.value, batch=batch)
                 common = {
                     "model": config.model.name,
+                    "stage": stage,
                     "image_size": config.data.image_size,
                     "strategy": strategy,
                     "dtype": dtype,
@@ -167,7 +182,7 @@ def _step_benchmarks(config, peak: float, rows: list[dict]) -> None:
                     },
                     rows,
                 )
-                for name in impls.keys() - {"skinjax"}:
+                for name in list(impls)[1:]:  # the peers, in --torch_variants order
                     train, evaluate = t[f"{name} train"], t[f"{name} eval"]
                     _emit(
                         {
@@ -218,6 +233,8 @@ def _print_tables(rows: list[dict]) -> None:
 def main(argv):
     del argv
     logs.quiet_libraries()
+    if jax.default_backend() == "cpu":
+        cpu.keep_freed_memory()  # for PyTorch too: both run in this process
     config = _CONFIG.value
     rows: list[dict] = []
     peak = benchmark.matmul_peak_gflops()

@@ -17,7 +17,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skinjax import logs
+from skinjax import cpu, logs
 from skinjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -40,6 +40,8 @@ def main(argv):
         # With no arguments, jax asks SLURM, Open MPI, Kubernetes or Cloud TPU.
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("devices: %s", jax.devices())
+    if jax.default_backend() == "cpu":
+        cpu.keep_freed_memory()
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

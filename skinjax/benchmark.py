@@ -120,12 +120,12 @@ class CompiledSteps:
 
 
 def compiled_steps(
-    config: ml_collections.ConfigDict, *, batch_size: int, num_classes: int
+    config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
 ) -> CompiledSteps:
-    """The train and eval steps of ``config``'s first stage, warmed up, on a synthetic batch."""
+    """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch."""
     placement = parallel.Placement(config.parallel.strategy)
     model = loop.build_model(config, num_classes)
-    stage = next(iter(config.stages.values()))
+    stage = config.stages[stage]
     train_graph, eval_graph = classifier.graphs(model, stage.freeze_backbone)
     step = classifier.Step(
         train_graph=train_graph,
@@ -215,6 +215,8 @@ def plot_throughput(records: Sequence[Mapping], path: str) -> None:
                     label=f"{name} {kind}",
                 )
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["batch_size"] for r in records}), minor=False)
+        ax.xaxis.set_major_formatter("{x:.0f}")
         ax.set_xlabel("batch size")
         ax.set_title(f"{records[0]['model']}, {dtype}")
         ax.grid(alpha=0.3)
