@@ -8,6 +8,7 @@ BatchNorm and initialisation follow torchvision, whose weights the models import
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -42,7 +43,46 @@ def _to_float32(args: tuple, /, **_) -> tuple:
     return tuple(None if a is None else jnp.asarray(a, jnp.float32) for a in args)
 
 
-class PointwiseConv(nnx.Linear):
+@jax.custom_vjp
+def matmul(x: Array, w: Array) -> Array:
+    """``x @ w`` for 2D operands, accumulated and returned in float32.
+
+    With bfloat16 operands, both passes multiply in bfloat16 and accumulate in float32,
+    as torch.autocast does. XLA:CPU runs such products at twice its float32 rate, but
+    converts a bfloat16 matmul with a bfloat16 result, and the float32 x bfloat16
+    products that autodiff of ``preferred_element_type`` gives, to float32 matmuls: a
+    ResNet-50 bfloat16 train step is 1.2x faster this way, its eval step 1.9x. The
+    float32 result feeds BatchNorm, which works in float32 anyway.
+    """
+    return jnp.dot(x, w, preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return matmul(x, w), (x, w)
+
+
+def _matmul_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, w = residuals
+    g = g.astype(x.dtype)
+    dx = jnp.dot(g, w.T, preferred_element_type=jnp.float32)
+    dw = jnp.dot(x.T, g, preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nnx.Linear):
+    """``nnx.Linear`` on (batch, features) inputs through `matmul`, so its output is float32."""
+
+    def __call__(self, x: Array) -> Array:
+        bias = None if self.bias is None else self.bias[...]
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        y = matmul(x, kernel)
+        return y if bias is None else y + bias
+
+
+class PointwiseConv(Dense):
     """A 1x1 convolution as a matmul over the channel axis of NHWC input.
 
     On CPU, XLA's 1x1 convolution is slower than a matmul, most in the backward pass: a
@@ -110,6 +150,85 @@ def grouped_conv(
     return total
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def batch_norm_train(
+    x: Array,
+    scale: Array,
+    bias: Array,
+    epsilon: float,
+    relu: bool,
+    axis_name: str | None,
+    dtype: jnp.dtype,
+) -> tuple[Array, Array, Array]:
+    """Training-mode BatchNorm over the last axis, then an optional ReLU.
+
+    Statistics are float32, over all other axes and the devices of ``axis_name``.
+    Returns the output in ``dtype`` and the batch mean and (biased) variance, which
+    carry no gradient. The output has nnx.BatchNorm's values; the VJP is written out
+    because autodiff of BatchNorm and ReLU makes XLA write and reread several
+    full-size intermediates, where this one reads the input and the output gradient
+    twice: on CPU, forward and backward 1.5x faster in float32, a ResNet-50 train step
+    1.2x (and the same speed in bfloat16).
+    """
+    return _batch_norm_fwd(x, scale, bias, epsilon, relu, axis_name, dtype)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon, relu, axis_name, dtype):
+    x32, axes = x.astype(jnp.float32), tuple(range(x.ndim - 1))
+    mean, mean_sq = jnp.mean(x32, axes), jnp.mean(x32 * x32, axes)
+    if axis_name is not None:
+        mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+    var = jnp.maximum(mean_sq - mean * mean, 0.0)
+    inv = jax.lax.rsqrt(var + epsilon)
+    y = (x32 - mean) * (inv * scale) + bias
+    y = jax.nn.relu(y) if relu else y
+    return (y.astype(dtype), mean, var), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_bwd(epsilon, relu, axis_name, dtype, residuals, cotangents):
+    del epsilon, dtype
+    x, mean, inv, scale, bias = residuals
+    x32, axes = x.astype(jnp.float32), tuple(range(x.ndim - 1))
+    g = cotangents[0].astype(jnp.float32)
+    if relu:
+        g = jnp.where((x32 - mean) * (inv * scale) + bias > 0, g, 0.0)
+    z = (x32 - mean) * inv
+    d_scale, d_bias = jnp.sum(g * z, axes), jnp.sum(g, axes)
+    count = x.size // x.shape[-1]
+    mean_g, mean_gz = d_bias / count, d_scale / count
+    if axis_name is not None:  # the statistics, and so their gradient, span the devices
+        mean_g, mean_gz = jax.lax.pmean((mean_g, mean_gz), axis_name)
+    dx = (scale * inv) * (g - mean_g - z * mean_gz)
+    return dx.astype(x.dtype), d_scale, d_bias
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm over the last axis with an optional fused ReLU; see `batch_norm_train`.
+
+    Same variables, defaults and running-average updates as nnx.BatchNorm, which it
+    calls unchanged with running averages.
+    """
+
+    def __init__(self, num_features: int, *, relu: bool = False, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.relu = relu
+
+    def __call__(self, x: Array) -> Array:
+        if self.use_running_average:
+            y = super().__call__(x)
+            return nnx.relu(y) if self.relu else y
+        y, mean, var = batch_norm_train(
+            x, self.scale[...], self.bias[...], self.epsilon, self.relu, self.axis_name, self.dtype
+        )
+        momentum = self.momentum
+        self.mean[...] = momentum * self.mean[...] + (1 - momentum) * jax.lax.stop_gradient(mean)
+        self.var[...] = momentum * self.var[...] + (1 - momentum) * jax.lax.stop_gradient(var)
+        return y
+
+
 @dataclasses.dataclass(frozen=True)
 class Layers:
     """Builds convolutions, BatchNorms and dense layers with a model's shared options.
@@ -173,9 +292,10 @@ class Layers:
             **common,
         )
 
-    def norm(self, features: int) -> nnx.BatchNorm:
-        return nnx.BatchNorm(
+    def norm(self, features: int, *, relu: bool = False) -> BatchNorm:
+        return BatchNorm(
             features,
+            relu=relu,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             axis_name=self.bn_axis_name,
@@ -185,8 +305,8 @@ class Layers:
             rngs=self.rngs,
         )
 
-    def dense(self, in_features: int, out_features: int) -> nnx.Linear:
-        return nnx.Linear(
+    def dense(self, in_features: int, out_features: int) -> Dense:
+        return Dense(
             in_features,
             out_features,
             dtype=self.dtype,
@@ -213,12 +333,49 @@ class ConvNorm(nnx.Module):
         self.conv = layers.conv(
             in_features, out_features, kernel_size, stride=stride, groups=groups, padding=padding
         )
-        self.norm = layers.norm(out_features)
-        self.activation = activation
+        fuse = activation is nnx.relu  # into BatchNorm's hand-written gradient
+        self.norm = layers.norm(out_features, relu=fuse)
+        self.activation = None if fuse else activation
 
     def __call__(self, x: Array) -> Array:
         x = self.norm(self.conv(x))
         return x if self.activation is None else self.activation(x)
+
+
+def _max_pool_slices(x: Array, size: int, stride: int) -> Array:
+    pad = size // 2
+    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    for axis in (1, 2):
+        limit = x.shape[axis] - size + 1
+        x = functools.reduce(
+            jnp.maximum,
+            [jax.lax.slice_in_dim(x, i, i + limit, stride, axis) for i in range(size)],
+        )
+    return x
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool(x: Array, size: int = 3, stride: int = 2) -> Array:
+    """A size x size max pool with stride and torch's padding of size // 2, in NHWC.
+
+    ``nnx.max_pool`` forward; the gradient is that of the same maxima taken over strided
+    slices, first along height and then along width, as XLA's gradient of the pool
+    (select-and-scatter) is 3.6x slower on CPU in float32. Gradients differ only
+    between tied maxima, which share the gradient here instead of giving it to one.
+    """
+    pad = size // 2
+    return nnx.max_pool(x, (size, size), strides=(stride, stride), padding=((pad, pad),) * 2)
+
+
+def _max_pool_fwd(x: Array, size: int, stride: int) -> tuple[Array, Array]:
+    return max_pool(x, size, stride), x
+
+
+def _max_pool_bwd(size: int, stride: int, x: Array, g: Array) -> tuple[Array]:
+    return jax.vjp(lambda x: _max_pool_slices(x, size, stride), x)[1](g)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def global_average_pool(x: Array) -> Array:

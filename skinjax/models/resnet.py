@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool
+from skinjax.models.layers import ConvNorm, Layers, global_average_pool, max_pool
 from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
@@ -75,7 +75,7 @@ class ResNetBackbone(nnx.Module):
 
     def __call__(self, x: Array) -> dict[str, Array]:
         x = self.stem(x)
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x)
         features = {"stage1": x}
         for i, stage in enumerate(self.stages):
             for block in stage:

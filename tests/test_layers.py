@@ -1,0 +1,76 @@
+"""The fast forms in layers.py compute what the plain Flax layers compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from skinjax.models import layers
+
+
+def _norms(axis_name: str | None = None) -> tuple[nnx.Module, nnx.Module]:
+    """Our BatchNorm and nnx.BatchNorm with the same non-trivial scale and bias."""
+    ours = layers.Layers(nnx.Rngs(0), bn_axis_name=axis_name).norm(8)
+    plain = nnx.BatchNorm(8, momentum=0.9, axis_name=axis_name, rngs=nnx.Rngs(0))
+    for norm in (ours, plain):
+        norm.scale[...] = jnp.linspace(0.5, 1.5, 8)
+        norm.bias[...] = jnp.linspace(-0.3, 0.3, 8)
+    return ours, plain
+
+
+def _grads(norm: nnx.Module, activation, x: jax.Array, g: jax.Array):
+    """Gradients of sum(activation(norm(x)) * g) for params and x, and the new statistics."""
+    graph, params, rest = nnx.split(norm, nnx.Param, ...)
+
+    def loss(params, x):
+        model = nnx.merge(graph, params, rest, copy=True)
+        return jnp.sum(activation(model(x)) * g), nnx.state(model, nnx.BatchStat)
+
+    return jax.grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_gradient_and_statistics_match_autodiff(relu):
+    ours, plain = _norms()
+    ours.relu = relu
+    x = 2 * jax.random.normal(jax.random.key(1), (4, 5, 5, 8)) + 1
+    g = jax.random.normal(jax.random.key(2), x.shape)
+    got = _grads(ours, lambda y: y, x, g)
+    expected = _grads(plain, nnx.relu if relu else (lambda y: y), x, g)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, expected)
+
+
+def test_batch_norm_gradient_spans_the_devices_of_its_axis():
+    ours, plain = _norms(axis_name="data")
+    ours.relu = True
+    x = jax.random.normal(jax.random.key(1), (2, 2, 5, 5, 8)) + 0.5
+    g = jax.random.normal(jax.random.key(2), x.shape)
+    per_device = lambda norm, activation: jax.vmap(
+        lambda x, g: _grads(norm, activation, x, g), axis_name="data"
+    )(x, g)
+    got, expected = per_device(ours, lambda y: y), per_device(plain, nnx.relu)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, expected)
+
+
+def test_bfloat16_matmul_keeps_bfloat16_gradients_close_to_float32():
+    x = jax.random.normal(jax.random.key(0), (32, 16))
+    w = jax.random.normal(jax.random.key(1), (16, 8))
+    g = jax.random.normal(jax.random.key(2), (32, 8))
+    loss = lambda x, w: jnp.sum(layers.matmul(x, w) * g)
+    dx, dw = jax.grad(loss, argnums=(0, 1))(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+    dx_ref, dw_ref = jax.grad(loss, argnums=(0, 1))(x, w)
+    assert layers.matmul(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)).dtype == jnp.float32
+    assert dx.dtype == dw.dtype == jnp.bfloat16
+    np.testing.assert_allclose(dx.astype(jnp.float32), dx_ref, rtol=0.05, atol=0.1)
+    np.testing.assert_allclose(dw.astype(jnp.float32), dw_ref, rtol=0.05, atol=0.2)
+
+
+@pytest.mark.parametrize("size", [16, 15])
+def test_max_pool_and_its_gradient_match_flax(size):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    g = jax.random.normal(jax.random.key(1), (2, size // 2 + size % 2, size // 2 + size % 2, 3))
+    flax_pool = lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(layers.max_pool(x), flax_pool(x))
+    grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * g))(x)
+    np.testing.assert_allclose(grad(layers.max_pool), grad(flax_pool), rtol=1e-6, atol=1e-6)
