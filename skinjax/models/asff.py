@@ -82,12 +82,8 @@ class ASFFResNet50(Classifier):
         num_classes: int,
         fusion: Fusion = "channel",
         width: int = 64,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         self.backbone = ResNetBackbone((3, 4, 6, 3), bottleneck=True, width=width, layers=layers)
         coarse = self.backbone.out_features
         self.fusion = AdaptiveFusion(coarse // 2, coarse, fusion, layers)

@@ -125,12 +125,8 @@ class DenseNet121(Classifier):
         self,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         self.backbone = DenseNetBackbone(layers)
         self.fc = layers.dense(self.backbone.out_features, num_classes)
 

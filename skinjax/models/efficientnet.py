@@ -160,16 +160,10 @@ class EfficientNet(Classifier):
         variant: Variant,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(
-            rngs,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            bn_axis_name=bn_axis_name,
+        layers = dataclasses.replace(
+            layers,
             bn_momentum=variant.bn_momentum,
             bn_epsilon=variant.bn_epsilon,
             same_padding=variant.same_padding,
@@ -177,7 +171,7 @@ class EfficientNet(Classifier):
         self.variant = variant
         self.torch_head = variant.torch_head
         self.backbone = EfficientNetBackbone(variant, layers)
-        self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
+        self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
         self.fc = layers.dense(_HEAD_FEATURES, num_classes)
 
     def classify(self, features: dict[str, Array]) -> Array:

@@ -262,20 +262,11 @@ class InceptionV3(Classifier):
         self,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(
-            rngs,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            bn_axis_name=bn_axis_name,
-            bn_epsilon=_BN_EPSILON,
-        )
+        layers = dataclasses.replace(layers, bn_epsilon=_BN_EPSILON)
         self.backbone = InceptionBackbone(layers)
-        self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
+        self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
         self.fc = layers.dense(_FEATURES, num_classes)
 
     def classify(self, features: dict[str, Array]) -> Array:

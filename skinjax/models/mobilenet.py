@@ -99,14 +99,10 @@ class MobileNetV2(Classifier):
         self,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         self.backbone = MobileNetV2Backbone(layers)
-        self.dropout = nnx.Dropout(_DROPOUT, rngs=rngs)
+        self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
         self.fc = layers.dense(_HEAD_FEATURES, num_classes)
 
     def classify(self, features: dict[str, Array]) -> Array:

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+
+from skinjax.models.layers import Layers
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
 
@@ -65,9 +68,24 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
-    """Builds model ``name`` with ``num_classes`` outputs and fresh weights from ``seed``."""
+def build(
+    name: str,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    bn_axis_name: str | None = None,
+    **options: Any,
+) -> nnx.Module:
+    """Builds model ``name`` with ``num_classes`` outputs and fresh weights from ``seed``.
+
+    Every constructor takes ``num_classes``, a ``Layers`` factory carrying the options
+    all models share (compute and parameter dtypes, the BatchNorm device axis), and its
+    own ``options`` (e.g. a ResNet's ``width``).
+    """
     _load_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](num_classes=num_classes, rngs=nnx.Rngs(seed), **options)
+    layers = Layers(nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
+    return _REGISTRY[name](num_classes=num_classes, layers=layers, **options)

@@ -123,12 +123,8 @@ class ResNet(Classifier):
         *,
         num_classes: int,
         width: int = 64,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         self.backbone = ResNetBackbone(
             stage_sizes, bottleneck=bottleneck, width=width, layers=layers
         )

@@ -121,13 +121,8 @@ class VGG16(_VGG):
         self,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        # bn_axis_name is part of every classifier's options; VGG has no BatchNorm.
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         super().__init__(layers, fully_connected=True)
         self.fc8 = layers.dense(_HIDDEN, num_classes)
 
@@ -154,12 +149,8 @@ class VGG16GAP(_VGG):
         self,
         *,
         num_classes: int,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        bn_axis_name: str | None = None,
-        rngs: nnx.Rngs,
+        layers: Layers,
     ):
-        layers = Layers(rngs, dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
         super().__init__(layers, fully_connected=False)
         self.cam_conv = layers.conv(
             self.backbone.out_features,
