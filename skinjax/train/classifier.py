@@ -38,6 +38,16 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
+class Inference:
+    """What prediction closes over: the eval-mode graph and the input normalisation."""
+
+    graph: nnx.GraphDef
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dtype: jnp.dtype = jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
 class Step:
     """What a stage's steps close over: graph definitions, optimiser, loss, input prep.
 
@@ -56,6 +66,10 @@ class Step:
     dtype: jnp.dtype = jnp.float32
     freeze_backbone: bool = False
     axis_name: str | None = None
+
+    @property
+    def inference(self) -> Inference:
+        return Inference(self.eval_graph, self.mean, self.std, self.dtype)
 
     @property
     def trainable(self) -> nnx.filterlib.Filter:
@@ -146,30 +160,34 @@ def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
     return new_state, metrics
 
 
-def eval_step(step: Step, state: TrainState, batch: dict[str, jax.Array], flip_tta: bool):
+def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Array], flip_tta: bool):
     """Class probabilities (float32) per example; ``flip_tta`` averages with the mirror."""
-    model = nnx.merge(step.eval_graph, state.params, state.rest)
-    images = augment.normalize(batch["image"], step.mean, step.std, step.dtype)
+    model = nnx.merge(inference.graph, state.params, state.rest)
+    images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
     probs = jax.nn.softmax(model(images))
     if flip_tta:
         probs = (probs + jax.nn.softmax(model(images[:, :, ::-1]))) / 2
     return {"probs": probs, "label": batch["label"], "index": batch["index"], "mask": batch["mask"]}
 
 
+def compile_eval(inference: Inference, placement: Placement, *, flip_tta: bool):
+    """The jitted (mesh) or pmapped eval function."""
+    eval_fn = functools.partial(eval_step, inference, flip_tta=flip_tta)
+    if placement.strategy == "pmap":
+        return jax.pmap(eval_fn, axis_name=parallel.AXIS, devices=placement.devices)
+    return jax.jit(eval_fn)
+
+
 def compile_steps(step: Step, placement: Placement, *, flip_tta: bool):
     """The jitted (mesh) or pmapped train and eval functions; the train state is donated."""
     train_fn = functools.partial(train_step, step)
-    eval_fn = functools.partial(eval_step, step, flip_tta=flip_tta)
+    eval_fn = compile_eval(step.inference, placement, flip_tta=flip_tta)
     if placement.strategy == "pmap":
         if step.axis_name != parallel.AXIS:
             raise ValueError(f"a pmap Step needs axis_name={parallel.AXIS!r}")
-        devices = placement.devices
-        return (
-            jax.pmap(train_fn, axis_name=parallel.AXIS, donate_argnums=0, devices=devices),
-            jax.pmap(eval_fn, axis_name=parallel.AXIS, devices=devices),
+        pmapped = jax.pmap(
+            train_fn, axis_name=parallel.AXIS, donate_argnums=0, devices=placement.devices
         )
+        return pmapped, eval_fn
     replicated = parallel.replicated(placement.mesh)
-    return (
-        jax.jit(train_fn, donate_argnums=0, out_shardings=(replicated, replicated)),
-        jax.jit(eval_fn),
-    )
+    return jax.jit(train_fn, donate_argnums=0, out_shardings=(replicated, replicated)), eval_fn

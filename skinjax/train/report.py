@@ -24,18 +24,14 @@ def predict_workdir(workdir: str, collection: Collection) -> np.ndarray:
     """Probabilities of the work directory's best checkpoint on ``collection``."""
     run = trained.load(workdir)
     graph, params, rest = nnx.split(run.model, nnx.Param, ...)
-    step = classifier.Step(
-        train_graph=graph,
-        eval_graph=graph,
-        tx=None,
-        loss=None,
-        augment=None,
+    inference = classifier.Inference(
+        graph,
         mean=tuple(run.config.data.mean),
         std=tuple(run.config.data.std),
         dtype=loop.compute_dtype(run.config),
     )
     placement = parallel.Placement("mesh")
-    _, eval_fn = classifier.compile_steps(step, placement, flip_tta=run.config.eval.flip_tta)
+    eval_fn = classifier.compile_eval(inference, placement, flip_tta=run.config.eval.flip_tta)
     state = classifier.TrainState(
         step=np.int32(0),
         params=params,
