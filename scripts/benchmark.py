@@ -9,8 +9,9 @@ The steps run on synthetic batches (no data needed): they are the same compiled
 train_step and eval_step as training. --compare torch times torchvision's twin of the
 model (see skinjax/torch_peer.py) in the same rounds as skinjax's steps, alternating
 them, and reports the ratio skinjax / PyTorch. --input also measures the grain pipeline
-on the config's data directory against a plain single-process Pillow loop, and the
-on-device augmentation per batch. Prints JSON lines and markdown tables.
+on the config's data directory against a plain single-process Pillow loop, the
+on-device augmentation per batch, and the train step fed by that pipeline as the loop
+feeds it (end to end) against the step alone. Prints JSON lines and markdown tables.
 """
 
 import contextlib
@@ -36,7 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from skinjax import benchmark, cpu, logs
-from skinjax.data import augment, sources
+from skinjax.data import augment, pipeline, sources
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16"], "Global batch sizes.")
@@ -63,8 +64,7 @@ def _emit(record: dict, rows: list[dict]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def _input_benchmarks(config, rows: list[dict]) -> None:
-    collection = sources.load(config.data)
+def _input_benchmarks(config, collection, rows: list[dict]) -> None:
     size, batch = config.data.image_size, int(_BATCH_SIZES.value[0])
     _emit(
         {
@@ -138,7 +138,34 @@ def _torch_steps(config, stage, batch: int, dtype: str, threads: int) -> dict[st
     return peers
 
 
-def _step_benchmarks(config, peak: float, rows: list[dict]) -> None:
+def _end_to_end(config, steps, collection, batch: int, common: dict, rows: list[dict]) -> None:
+    """The training loop's feeding against the step alone (--input)."""
+    batches = iter(
+        pipeline.train_dataset(
+            collection,
+            batch_size=batch,
+            image_size=config.data.image_size,
+            seed=0,
+            read_threads=config.data.read_threads,
+            worker_count=config.data.worker_count,
+        )
+    )
+    t = benchmark.end_to_end(steps, batches, num_steps=10, rounds=_REPEATS.value, batch=batch)
+    _emit(
+        {
+            "kind": "end_to_end",
+            **common,
+            "worker_count": config.data.worker_count,
+            "end_to_end_images_per_s": t["end_to_end"].images_per_s,
+            "step_images_per_s": t["step"].images_per_s,
+            "end_to_end_over_step": t["step"].median_s / t["end_to_end"].median_s,
+        },
+        rows,
+    )
+
+
+def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> None:
+    """Train and eval steps (and peers); with ``collection``, also end to end."""
     num_classes = len(config.data.classes) or 2
     threads = len(os.sched_getaffinity(0))  # what JAX's CPU client uses
     stage = _STAGE.value or list(config.stages)[-1]
@@ -182,6 +209,8 @@ def _step_benchmarks(config, peak: float, rows: list[dict]) -> None:
                     },
                     rows,
                 )
+                if collection is not None:
+                    _end_to_end(config, steps, collection, batch, common, rows)
                 for name in list(impls)[1:]:  # the peers, in --torch_variants order
                     train, evaluate = t[f"{name} train"], t[f"{name} eval"]
                     _emit(
@@ -214,6 +243,18 @@ def _print_tables(rows: list[dict]) -> None:
                 f"{r['train_compile_s']:.1f} | {r['train_gflops_per_s']:.0f} | "
                 f"{r['fraction_of_matmul_peak']:.0%} | {r['load_average']:.1f} |"
             )
+    loops = [r for r in rows if r["kind"] == "end_to_end"]
+    if loops:
+        print(
+            "\n| model | dtype | batch | grain workers | end-to-end img/s | step img/s "
+            "| end-to-end / step |\n|---|---|---|---|---|---|---|"
+        )
+    for r in loops:
+        print(
+            f"| {r['model']} | {r['dtype']} | {r['batch_size']} | {r['worker_count']} | "
+            f"{r['end_to_end_images_per_s']:.2f} | {r['step_images_per_s']:.2f} | "
+            f"{r['end_to_end_over_step']:.2f} |"
+        )
     peers = [r for r in steps if r["implementation"] != "skinjax"]
     if not peers:
         return
@@ -247,9 +288,10 @@ def main(argv):
         },
         rows,
     )
-    if _INPUT.value:
-        _input_benchmarks(config, rows)
-    _step_benchmarks(config, peak, rows)
+    collection = sources.load(config.data) if _INPUT.value else None
+    if collection is not None:
+        _input_benchmarks(config, collection, rows)
+    _step_benchmarks(config, peak, rows, collection)
     _print_tables(rows)
     if _PLOT.value:
         benchmark.plot_throughput([r for r in rows if r["kind"] == "step"], _PLOT.value)

@@ -108,12 +108,14 @@ def synthetic_batches(batch: int, image_size: int, num_classes: int, seed: int =
 class CompiledSteps:
     """A config's train and eval steps, compiled as training compiles them, on one batch.
 
-    ``train`` and ``eval`` each run one step and return its output to block on; the
-    train step carries its (donated) state from call to call.
+    ``train`` and ``eval`` each run one step on the resident batch and return its output
+    to block on; ``train_on`` runs one on a host batch, put on the devices as training
+    does. The train step carries its (donated) state from call to call.
     """
 
     train: Callable[[], object]
     eval: Callable[[], object]
+    train_on: Callable[[Mapping[str, np.ndarray]], object]
     compile_s: float
     train_flops: float  # per step, from XLA's cost analysis; 0 under pmap
     temp_memory_mb: float  # NaN under pmap
@@ -154,12 +156,13 @@ def compiled_steps(
     holder = {"state": jax.block_until_ready(train_fn(state, batch)[0])}
     compile_s = time.perf_counter() - start
 
-    def train():
-        holder["state"], metrics = train_fn(holder["state"], batch)
+    def train_on(device_batch):
+        holder["state"], metrics = train_fn(holder["state"], device_batch)
         return metrics
 
     return CompiledSteps(
-        train=train,
+        train=lambda: train_on(batch),
+        train_on=lambda host_batch: train_on(placement.put_batch(host_batch)),
         eval=lambda: eval_fn(holder["state"], batch),
         compile_s=compile_s,
         train_flops=flops,
@@ -187,6 +190,28 @@ def time_alternating(
         name: Timing(statistics.median(t), batch / statistics.median(t))
         for name, t in times.items()
     }
+
+
+def end_to_end(
+    steps: CompiledSteps, batches: Iterator, *, num_steps: int, rounds: int, batch: int
+) -> dict[str, Timing]:
+    """The training loop's throughput against its step alone, in alternating rounds.
+
+    ``end_to_end`` feeds ``num_steps`` batches from ``batches`` (the input pipeline) as
+    the loop does, enqueueing each step without waiting and blocking once at the end;
+    ``step`` runs as many steps on one resident batch. Their ratio is what the input
+    side costs the loop.
+    """
+    next(batches)  # pipeline start-up (threads, worker processes) is not throughput
+
+    def run(step: Callable[[], object]) -> Callable[[], object]:
+        def steps_in_a_row():
+            return [step() for _ in range(num_steps)][-1]
+
+        return steps_in_a_row
+
+    fns = {"end_to_end": run(lambda: steps.train_on(next(batches))), "step": run(steps.train)}
+    return time_alternating(fns, repeats=rounds, batch=batch * num_steps)
 
 
 def plot_throughput(records: Sequence[Mapping], path: str) -> None:
