@@ -126,3 +126,26 @@ def plot_confusion(
     ax.set_yticks(ticks, class_names)
     ax.set(xlabel="Predicted class", ylabel="True class", title=title)
     fig.savefig(path)
+
+
+def plot_runs(
+    runs: Mapping[str, Mapping[str, tuple[ArrayLike, ArrayLike]]],
+    path: str | os.PathLike,
+    *,
+    panel_size: tuple[float, float] = (4.5, 3.5),
+    dpi: int = 100,
+) -> None:
+    """Writes one panel per metric, ``{metric: {run label: (steps, values)}}``, side by side.
+
+    For comparing runs: the same metric of every run shares a panel and a colour per run.
+    """
+    fig = Figure(figsize=(panel_size[0] * len(runs), panel_size[1]), dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    labels = list(dict.fromkeys(label for series in runs.values() for label in series))
+    for ax, (metric, series) in zip(axes, runs.items(), strict=True):
+        for label, (steps, values) in series.items():
+            ax.plot(steps, values, marker=".", color=f"C{labels.index(label)}", label=label)
+        ax.set(xlabel="step", title=metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.savefig(path)
