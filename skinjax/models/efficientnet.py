@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import Activation, ConvNorm, Layers, global_average_pool
+from skinjax.models.layers import (
+    Activation,
+    ConvNorm,
+    Layers,
+    StemStagesHead,
+    global_average_pool,
+)
 from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
@@ -111,7 +117,7 @@ class MBConv(nnx.Module):
         return y if self.drop_path is None else x + self.drop_path(y)
 
 
-class EfficientNetBackbone(nnx.Module):
+class EfficientNetBackbone(StemStagesHead):
     """Stem, seven MBConv stages and the 1x1 head convolution, each exposed as a feature."""
 
     def __init__(self, variant: Variant, layers: Layers):
@@ -138,16 +144,6 @@ class EfficientNetBackbone(nnx.Module):
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
         self.head = ConvNorm(in_features, _HEAD_FEATURES, 1, activation=act, layers=layers)
-
-    def __call__(self, x: Array) -> dict[str, Array]:
-        x = self.stem(x)
-        features = {"stem": x}
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                x = block(x)
-            features[f"stage{i + 1}"] = x
-        features["head"] = self.head(x)
-        return features
 
 
 class EfficientNet(Classifier):

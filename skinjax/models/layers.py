@@ -315,6 +315,27 @@ class Layers:
         )
 
 
+class StemStagesHead(nnx.Module):
+    """A backbone of ``stem``, ``stages`` (lists of blocks) and ``head`` submodules.
+
+    Calling it gives every intermediate map by name: ``stem``, ``stage1`` ... ``head``.
+    """
+
+    stem: nnx.Module
+    stages: nnx.List
+    head: nnx.Module
+
+    def __call__(self, x: Array) -> dict[str, Array]:
+        x = self.stem(x)
+        features = {"stem": x}
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                x = block(x)
+            features[f"stage{i + 1}"] = x
+        features["head"] = self.head(x)
+        return features
+
+
 class ConvNorm(nnx.Module):
     """Convolution, BatchNorm and an optional activation (torchvision's Conv2dNormActivation)."""
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models import efficientnet
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool
+from skinjax.models.layers import ConvNorm, Layers, StemStagesHead, global_average_pool
 from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
@@ -41,7 +41,7 @@ _BLOCK = dataclasses.replace(
 )
 
 
-class MobileNetV2Backbone(nnx.Module):
+class MobileNetV2Backbone(StemStagesHead):
     """Stem, seven stages and the head convolution, each exposed as a feature."""
 
     def __init__(self, layers: Layers):
@@ -67,16 +67,6 @@ class MobileNetV2Backbone(nnx.Module):
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
         self.head = ConvNorm(in_features, _HEAD_FEATURES, 1, activation=act, layers=layers)
-
-    def __call__(self, x: Array) -> dict[str, Array]:
-        x = self.stem(x)
-        features = {"stem": x}
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                x = block(x)
-            features[f"stage{i + 1}"] = x
-        features["head"] = self.head(x)
-        return features
 
 
 _FIXED = {
