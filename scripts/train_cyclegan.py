@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skinjax import logs
+from skinjax import cpu, logs
 from skinjax.train import cyclegan_trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "CycleGAN config file.")
@@ -30,6 +30,8 @@ def main(argv):
     del argv
     logs.quiet_libraries()
     logging.info("devices: %s", jax.devices())
+    if jax.default_backend() == "cpu":
+        cpu.keep_freed_memory()  # as scripts/train.py: no page faults on every step's buffers
     cyclegan_trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

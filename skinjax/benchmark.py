@@ -204,13 +204,13 @@ def end_to_end(
     """
     next(batches)  # pipeline start-up (threads, worker processes) is not throughput
 
-    def run(step: Callable[[], object]) -> Callable[[], object]:
-        def steps_in_a_row():
-            return [step() for _ in range(num_steps)][-1]
+    def fed():
+        return [steps.train_on(next(batches)) for _ in range(num_steps)][-1]
 
-        return steps_in_a_row
+    def resident():
+        return [steps.train() for _ in range(num_steps)][-1]
 
-    fns = {"end_to_end": run(lambda: steps.train_on(next(batches))), "step": run(steps.train)}
+    fns = {"end_to_end": fed, "step": resident}
     return time_alternating(fns, repeats=rounds, batch=batch * num_steps)
 
 
