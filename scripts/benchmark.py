@@ -274,8 +274,7 @@ def _print_tables(rows: list[dict]) -> None:
 def main(argv):
     del argv
     logs.quiet_libraries()
-    if jax.default_backend() == "cpu":
-        cpu.keep_freed_memory()  # for PyTorch too: both run in this process
+    cpu.keep_freed_memory()  # before the backend starts; for PyTorch too (same process)
     config = _CONFIG.value
     rows: list[dict] = []
     peak = benchmark.matmul_peak_gflops()

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skinjax import cam_crop, logs, trained
+from skinjax import cam_crop, cpu, logs, trained
 from skinjax import config as base_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Stage-1 training work directory.")
@@ -33,6 +33,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
     del argv
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # before the backend starts its threads
     run = trained.load(_WORKDIR.value)
     defaults = base_config.base().cam_crop
     settings = dict(run.config.get("cam_crop", defaults))

@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from skinjax import config as base_config
-from skinjax import logs
+from skinjax import cpu, logs
 from skinjax.train import report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
@@ -33,6 +33,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     del argv
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # before the backend starts its threads
     defaults = base_config.data_config()
     overrides = {k: v for k, v in _DATA.value.items() if v != defaults[k]}
     result = report.evaluate(

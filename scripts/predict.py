@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import logs, predict
+from skinjax import cpu, logs, predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
 _ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
@@ -33,6 +33,7 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("name at least one image file or folder")
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # before the backend starts its threads
     model = (
         predict.from_workdir(_WORKDIR.value)
         if _WORKDIR.value

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging
 
-from skinjax import logs, synthesis
+from skinjax import cpu, logs, synthesis
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a CycleGAN run.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the images and CSV files.")
@@ -36,6 +36,7 @@ flags.mark_flags_as_mutual_exclusive(["input", "input_class"], required=True)
 def main(argv):
     del argv
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # before the backend starts its threads
     written = synthesis.synthesize(
         _WORKDIR.value,
         _OUTPUT.value,

@@ -36,12 +36,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # before the backend starts its threads
     if _MULTIHOST.value:
         # With no arguments, jax asks SLURM, Open MPI, Kubernetes or Cloud TPU.
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("devices: %s", jax.devices())
-    if jax.default_backend() == "cpu":
-        cpu.keep_freed_memory()
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -29,9 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logs.quiet_libraries()
+    cpu.keep_freed_memory()  # as scripts/train.py, before the backend starts its threads
     logging.info("devices: %s", jax.devices())
-    if jax.default_backend() == "cpu":
-        cpu.keep_freed_memory()  # as scripts/train.py: no page faults on every step's buffers
     cyclegan_trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

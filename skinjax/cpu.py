@@ -5,21 +5,31 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def keep_freed_memory() -> bool:
     """Makes glibc's malloc keep freed memory for reuse instead of returning it to the OS.
 
     XLA:CPU allocates a step's temporary buffers (2 GiB for a ResNet-50 train step at
-    batch 16) on every call. glibc serves blocks this large with mmap and unmaps them
-    on free, so each step first page-faults its whole working set: keeping the memory
-    made ResNet-50 steps on 2 cores 1.17x (train) and 1.4x (eval) faster. The process
-    then holds its peak memory until it exits. Returns False where malloc is not glibc's.
+    batch 16) on every call, from its own threads. glibc gives each thread pool its own
+    arena, serves blocks larger than an arena's 64 MiB heap with mmap whatever the
+    settings, and unmaps them on free: every step page-faulted its whole working set
+    again (560k faults, a third of the step's time). One arena, no mmap and no trimming
+    make the second step reuse the first one's pages: ResNet-50 steps on 2 cores 1.3x
+    (bf16) to 1.5x (f32) faster to train, 1.6x to evaluate. The process then holds its
+    peak memory until it exits.
+
+    Call it before JAX starts its backend: a thread keeps the arena it took at its first
+    allocation. On accelerator hosts it touches only host-side buffers. Returns False
+    where malloc is not glibc's.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    # mallopt documents a trim threshold of -1 as "never trim".
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
