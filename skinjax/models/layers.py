@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from skinjax.kernels import conv
+
 Array = jax.Array
 Activation = Callable[[Array], Array]
 
@@ -83,12 +85,13 @@ class Dense(nnx.Linear):
 
 
 class PointwiseConv(Dense):
-    """A 1x1 convolution as a matmul over the channel axis of NHWC input.
+    """A 1x1 convolution of NHWC input, stored as a dense (in, out) kernel.
 
-    On CPU, XLA's 1x1 convolution is slower than a matmul, most in the backward pass: a
-    ResNet-50 training step is 1.8x faster this way, its forward pass 1.1x. The matmul is
-    as fast on GPU and TPU. The kernel is stored as (in, out), so importing a torch
-    (out, in, 1, 1) weight is a squeeze and a transpose.
+    On CPU it runs as a oneDNN 1x1 convolution where `kernels.conv.supports` it (a
+    bfloat16 ResNet-50 train step 1.4x faster than with XLA's matmul), elsewhere as a
+    matmul over the channel axis: XLA's own 1x1 convolution is slower than that matmul
+    on CPU, most in the backward pass (a train step 1.8x), and the matmul is as fast on
+    GPU and TPU. Importing a torch (out, in, 1, 1) weight is a squeeze and a transpose.
     """
 
     def __init__(self, in_features: int, out_features: int, *, stride: int = 1, **kwargs):
@@ -96,14 +99,20 @@ class PointwiseConv(Dense):
         self.stride = stride
 
     def __call__(self, x: Array) -> Array:
-        # A strided 1x1 convolution without padding reads every stride-th pixel.
-        x = x[:, :: self.stride, :: self.stride]
-        # A 2D matmul: a dot on the 4D array is up to 3x slower in the backward pass on CPU.
-        y = super().__call__(x.reshape(-1, x.shape[-1]))
-        return y.reshape(*x.shape[:-1], y.shape[-1])
+        bias = None if self.bias is None else self.bias[...]
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        stride = self.stride
+        if conv.supports(x, kernel[None, None], 1, ()):
+            y = conv.conv2d(x, kernel[None, None], (stride, stride), ((0, 0), (0, 0)))
+        else:
+            # A strided 1x1 convolution without padding reads every stride-th pixel; a
+            # 2D matmul, as a dot on the 4D array is up to 3x slower backward on CPU.
+            x = x[:, ::stride, ::stride]
+            y = matmul(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], -1)
+        return y if bias is None else y + bias
 
 
-def grouped_conv(
+def conv_general_dilated(
     lhs: Array,
     rhs: Array,
     window_strides,
@@ -114,31 +123,40 @@ def grouped_conv(
     feature_group_count: int = 1,
     **kwargs,
 ) -> Array:
-    """`lax.conv_general_dilated`, with depthwise convolutions as sums of shifted products.
+    """`lax.conv_general_dilated` for NHWC/HWIO, with the two forms XLA:CPU runs slowly replaced.
 
-    XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower backward
-    than k*k shifted multiply-adds, which XLA fuses into one loop (measured on
-    EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same function on
-    every backend; other convolutions go to lax unchanged.
+    - Depthwise convolutions become sums of k*k shifted products, which XLA fuses into
+      one loop: XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower
+      backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
+      function on every backend.
+    - Other 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for
+      the CPU), accumulating in and returning float32 as `matmul` does; elsewhere to lax.
     """
     channels, (kh, kw, per_group, out) = lhs.shape[-1], rhs.shape
-    plain = lhs_dilation not in (None, (1, 1)) or rhs_dilation not in (None, (1, 1))
-    if feature_group_count != channels or per_group != 1 or out != channels or plain:
-        return jax.lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            **kwargs,
-        )
     if isinstance(padding, str):
         padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-    sy, sx = window_strides
-    x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    dilations = (lhs_dilation, rhs_dilation)
+    depthwise = feature_group_count == channels and per_group == 1 and out == channels
+    if depthwise and all(d in (None, (1, 1)) for d in dilations):
+        return _shifted_sum_depthwise(lhs, rhs, window_strides, padding)
+    if conv.supports(lhs, rhs, feature_group_count, dilations):
+        return conv.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
+    return jax.lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        **kwargs,
+    )
+
+
+def _shifted_sum_depthwise(x: Array, rhs: Array, strides, padding) -> Array:
+    (kh, kw, _, _), (sy, sx) = rhs.shape, strides
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     out_h = (x.shape[1] - kh) // sy + 1
     out_w = (x.shape[2] - kw) // sx + 1
     total = None
@@ -288,7 +306,7 @@ class Layers:
             strides=stride,
             padding="SAME" if same else tuple((p, p) for p in padding),
             feature_group_count=groups,
-            conv_general_dilated=grouped_conv,
+            conv_general_dilated=conv_general_dilated,
             **common,
         )
 

@@ -1,0 +1,228 @@
+// 2D convolutions through oneDNN, as XLA FFI handlers: forward, input gradient and
+// kernel gradient of an NHWC x HWIO convolution, float32 or bfloat16 operands.
+//
+// Each handler takes two operands and writes one result; the result's shape and dtype,
+// given by the caller, complete the problem. Primitives are created once per problem
+// and cached; activations stay NHWC (oneDNN has fast kernels for it), kernels are
+// reordered to and from oneDNN's blocked layout on every call (a small copy).
+// Loaded by skinjax/kernels/conv.py after libdnnl.so.3, whose symbols it uses.
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = dnnl::memory::format_tag;
+using Type = dnnl::memory::data_type;
+
+namespace {
+
+enum class Pass { kForward, kBackwardData, kBackwardWeights };
+
+const dnnl::engine& Engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+Type ToDnnl(ffi::DataType type) {
+  switch (type) {
+    case ffi::DataType::F32:
+      return Type::f32;
+    case ffi::DataType::BF16:
+      return Type::bf16;
+    default:
+      return Type::undef;
+  }
+}
+
+// One convolution problem: oneDNN's logical shapes (NCHW, OIHW) and dtypes.
+struct Problem {
+  Pass pass;
+  memory::dims src, weights, dst, strides, pad_begin, pad_end;
+  Type src_type, weights_type, dst_type;  // of x, w and y, whichever are given or made
+
+  auto key() const {
+    return std::make_tuple(static_cast<int>(pass), src, weights, dst, strides, pad_begin,
+                           pad_end, static_cast<int>(src_type),
+                           static_cast<int>(weights_type), static_cast<int>(dst_type));
+  }
+};
+
+struct Plan {
+  dnnl::primitive conv;
+  memory::desc weights;       // the primitive's (blocked) kernel layout
+  memory::desc user_weights;  // HWIO, as JAX holds it
+  memory::desc scratchpad;
+  std::unique_ptr<dnnl::reorder> reorder;  // between the two kernel layouts, if they differ
+};
+
+std::unique_ptr<Plan> MakePlan(const Problem& p) {
+  const auto& engine = Engine();
+  const memory::dims no_dilation = {0, 0};
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // thread-safe concurrent calls
+  const memory::desc src(p.src, p.src_type, Tag::nhwc);
+  const memory::desc dst(p.dst, p.dst_type, Tag::nhwc);
+  const memory::desc any_weights(p.weights, p.weights_type, Tag::any);
+  auto plan = std::make_unique<Plan>();
+  plan->user_weights = memory::desc(p.weights, p.weights_type, Tag::hwio);
+  const bool weights_out = p.pass == Pass::kBackwardWeights;
+  // The forward descriptor, which the backward passes take as a hint. A float32 kernel
+  // gradient of bfloat16 activations is hinted by the bfloat16 forward convolution.
+  const memory::desc hint_weights(p.weights, weights_out ? p.src_type : p.weights_type,
+                                  Tag::any);
+  const dnnl::convolution_forward::primitive_desc forward(
+      engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+      hint_weights, dst, p.strides, no_dilation, p.pad_begin, p.pad_end, attr);
+  if (p.pass == Pass::kForward) {
+    plan->conv = dnnl::convolution_forward(forward);
+    plan->weights = forward.weights_desc();
+    plan->scratchpad = forward.scratchpad_desc();
+  } else if (p.pass == Pass::kBackwardData) {
+    const dnnl::convolution_backward_data::primitive_desc pd(
+        engine, dnnl::algorithm::convolution_direct, src, any_weights, dst, p.strides,
+        no_dilation, p.pad_begin, p.pad_end, forward, attr);
+    plan->conv = dnnl::convolution_backward_data(pd);
+    plan->weights = pd.weights_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+  } else {
+    const dnnl::convolution_backward_weights::primitive_desc pd(
+        engine, dnnl::algorithm::convolution_direct, src, any_weights, dst, p.strides,
+        no_dilation, p.pad_begin, p.pad_end, forward, attr);
+    plan->conv = dnnl::convolution_backward_weights(pd);
+    plan->weights = pd.diff_weights_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+  }
+  if (plan->weights != plan->user_weights) {
+    const auto& from = weights_out ? plan->weights : plan->user_weights;
+    const auto& to = weights_out ? plan->user_weights : plan->weights;
+    plan->reorder = std::make_unique<dnnl::reorder>(
+        dnnl::reorder::primitive_desc(engine, from, engine, to));
+  }
+  return plan;
+}
+
+const Plan& GetPlan(const Problem& problem) {
+  static std::mutex mutex;
+  static std::map<decltype(problem.key()), std::unique_ptr<Plan>> plans;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& plan = plans[problem.key()];
+  if (!plan) plan = MakePlan(problem);
+  return *plan;
+}
+
+// Memory that oneDNN reads or writes during one call: scratchpad and reordered kernels.
+class Scratch {
+ public:
+  explicit Scratch(size_t bytes)
+      : data_(bytes ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr) {}
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* get() const { return data_; }
+
+ private:
+  void* data_;
+};
+
+// `a` and `b` are (x, w) forward, (dy, w) for the input gradient and (x, dy) for the
+// kernel gradient; `out` is y, dx or dw.
+ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                    ffi::Result<ffi::AnyBuffer> out, ffi::Span<const int64_t> strides,
+                    ffi::Span<const int64_t> padding) {
+  ffi::AnyBuffer::Dimensions x, w, y;
+  ffi::DataType x_type, w_type, y_type;
+  if (pass == Pass::kForward) {
+    x = a.dimensions(), w = b.dimensions(), y = out->dimensions();
+    x_type = a.element_type(), w_type = b.element_type(), y_type = out->element_type();
+  } else if (pass == Pass::kBackwardData) {
+    y = a.dimensions(), w = b.dimensions(), x = out->dimensions();
+    y_type = a.element_type(), w_type = b.element_type(), x_type = out->element_type();
+  } else {
+    x = a.dimensions(), y = b.dimensions(), w = out->dimensions();
+    x_type = a.element_type(), y_type = b.element_type(), w_type = out->element_type();
+  }
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4 || strides.size() != 2 ||
+      padding.size() != 4) {
+    return ffi::Error::InvalidArgument(
+        "onednn conv: expected NHWC and HWIO operands, 2 strides and 4 paddings");
+  }
+  Problem p{pass,
+            {x[0], x[3], x[1], x[2]},
+            {w[3], w[2], w[0], w[1]},
+            {y[0], y[3], y[1], y[2]},
+            {strides[0], strides[1]},
+            {padding[0], padding[2]},
+            {padding[1], padding[3]},
+            ToDnnl(x_type),
+            ToDnnl(w_type),
+            ToDnnl(y_type)};
+  if (p.src_type == Type::undef || p.weights_type == Type::undef || p.dst_type == Type::undef) {
+    return ffi::Error::InvalidArgument("onednn conv: float32 or bfloat16 buffers only");
+  }
+  try {
+    const Plan& plan = GetPlan(p);
+    const auto& engine = Engine();
+    dnnl::stream stream(engine);
+    Scratch scratchpad(plan.scratchpad.get_size());
+    Scratch weights(plan.reorder ? plan.weights.get_size() : 0);
+    memory scratchpad_mem(plan.scratchpad, engine, scratchpad.get());
+    const memory::desc src(p.src, p.src_type, Tag::nhwc), dst(p.dst, p.dst_type, Tag::nhwc);
+    void* w_data = pass == Pass::kBackwardWeights ? out->untyped_data() : b.untyped_data();
+    memory user_w(plan.user_weights, engine, w_data);
+    memory w_mem = plan.reorder ? memory(plan.weights, engine, weights.get()) : user_w;
+    if (pass == Pass::kForward) {
+      if (plan.reorder) plan.reorder->execute(stream, user_w, w_mem);
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, memory(src, engine, a.untyped_data())},
+                                 {DNNL_ARG_WEIGHTS, w_mem},
+                                 {DNNL_ARG_DST, memory(dst, engine, out->untyped_data())},
+                                 {DNNL_ARG_SCRATCHPAD, scratchpad_mem}});
+    } else if (pass == Pass::kBackwardData) {
+      if (plan.reorder) plan.reorder->execute(stream, user_w, w_mem);
+      plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, memory(dst, engine, a.untyped_data())},
+                                 {DNNL_ARG_WEIGHTS, w_mem},
+                                 {DNNL_ARG_DIFF_SRC, memory(src, engine, out->untyped_data())},
+                                 {DNNL_ARG_SCRATCHPAD, scratchpad_mem}});
+    } else {
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, memory(src, engine, a.untyped_data())},
+                                 {DNNL_ARG_DIFF_DST, memory(dst, engine, b.untyped_data())},
+                                 {DNNL_ARG_DIFF_WEIGHTS, w_mem},
+                                 {DNNL_ARG_SCRATCHPAD, scratchpad_mem}});
+      if (plan.reorder) plan.reorder->execute(stream, w_mem, user_w);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+template <Pass pass>
+ffi::Error Handler(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return Convolve(pass, a, b, out, strides, padding);
+}
+
+}  // namespace
+
+#define SKINJAX_CONV_HANDLER(symbol, pass)                        \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, Handler<pass>,            \
+                                ffi::Ffi::Bind()                  \
+                                    .Arg<ffi::AnyBuffer>()        \
+                                    .Arg<ffi::AnyBuffer>()        \
+                                    .Ret<ffi::AnyBuffer>()        \
+                                    .Attr<ffi::Span<const int64_t>>("strides") \
+                                    .Attr<ffi::Span<const int64_t>>("padding"));
+
+SKINJAX_CONV_HANDLER(ConvForward, Pass::kForward)
+SKINJAX_CONV_HANDLER(ConvBackwardData, Pass::kBackwardData)
+SKINJAX_CONV_HANDLER(ConvBackwardWeights, Pass::kBackwardWeights)

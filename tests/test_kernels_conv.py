@@ -1,0 +1,92 @@
+"""oneDNN convolutions compute what XLA's compute, forward and backward."""
+
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from skinjax.kernels import conv
+
+native = pytest.mark.skipif(not conv.available(), reason="oneDNN kernels not built here")
+
+
+def _lax(x, w, strides, padding):
+    return jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def _value_and_grads(fn, x, w, g):
+    y, vjp = jax.vjp(fn, x, w)
+    return (y, *vjp(g.astype(y.dtype)))
+
+
+def test_built_where_supported():
+    """On x86-64 Linux the extension must build: a failed build would silently be slow."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("oneDNN kernels are built on x86-64 Linux only")
+    assert conv.available()
+
+
+@native
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [
+        ((2, 9, 11, 5), (3, 3, 5, 7), (1, 1), ((1, 1), (1, 1))),
+        ((2, 9, 11, 5), (3, 3, 5, 7), (2, 2), ((1, 1), (1, 1))),
+        ((3, 16, 16, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3))),
+        ((2, 10, 10, 8), (1, 1, 8, 16), (2, 2), ((0, 0), (0, 0))),
+        ((1, 8, 12, 4), (3, 5, 4, 6), (2, 1), ((0, 1), (2, 1))),  # TF 'SAME'-like, asymmetric
+    ],
+)
+def test_float32_matches_lax_forward_and_backward(shape, kernel, strides, padding):
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), kernel)
+    y_shape = jax.eval_shape(lambda x, w: _lax(x, w, strides, padding), x, w).shape
+    g = jax.random.normal(jax.random.key(2), y_shape)
+    ours = lambda x, w: conv.conv2d(x, w, strides, padding)
+    got = jax.jit(lambda x, w, g: _value_and_grads(ours, x, w, g))(x, w, g)
+    expected = _value_and_grads(lambda x, w: _lax(x, w, strides, padding), x, w, g)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@native
+def test_bfloat16_is_float32_of_rounded_operands():
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 16)).astype(jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 32)).astype(jnp.bfloat16)
+    g = jax.random.normal(jax.random.key(2), (2, 6, 6, 32))
+    strides, padding = (2, 2), ((1, 1), (1, 1))
+    y, dx, dw = _value_and_grads(lambda x, w: conv.conv2d(x, w, strides, padding), x, w, g)
+    assert (y.dtype, dx.dtype, dw.dtype) == (jnp.float32, jnp.bfloat16, jnp.bfloat16)
+    f32 = lambda a: a.astype(jnp.float32)
+    ry, rdx, rdw = _value_and_grads(
+        lambda x, w: _lax(x, w, strides, padding), f32(x), f32(w), g.astype(jnp.bfloat16)
+    )
+    # The product accumulates in float32: only the gradients' final rounding to bf16 differs.
+    np.testing.assert_allclose(y, ry, rtol=1e-4, atol=1e-3)
+    for a, b in ((dx, rdx), (dw, rdw)):
+        np.testing.assert_allclose(f32(a), b, rtol=1e-2, atol=1e-2 * float(jnp.abs(b).max()))
+
+
+@native
+def test_vmap_loops_over_the_mapped_axis():
+    x = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 4))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+    args = ((1, 1), ((1, 1), (1, 1)))
+    got = jax.vmap(lambda x: conv.conv2d(x, w, *args))(x)
+    np.testing.assert_allclose(got, jax.vmap(lambda x: _lax(x, w, *args))(x), rtol=1e-4, atol=1e-4)
+
+
+def test_disabled_and_unsupported_convolutions_trace_lax():
+    x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    with conv.disabled():
+        assert not conv.supports(x, w, 1, ())
+    assert not conv.supports(x, jnp.ones((3, 3, 1, 4)), 4, ())  # grouped
+    assert not conv.supports(x, w, 1, ((2, 2),))  # dilated
+    assert not conv.supports(x.astype(jnp.float16), w.astype(jnp.float16), 1, ())
+    assert not conv.supports(x, w.astype(jnp.bfloat16), 1, ())  # mixed dtypes
