@@ -88,7 +88,7 @@ class PointwiseConv(Dense):
     """A 1x1 convolution of NHWC input, stored as a dense (in, out) kernel.
 
     On CPU it runs as a oneDNN 1x1 convolution where `kernels.conv.supports` it (a
-    bfloat16 ResNet-50 train step 1.4x faster than with XLA's matmul), elsewhere as a
+    bfloat16 ResNet-50 train step 1.2x faster than with XLA's matmul), elsewhere as a
     matmul over the channel axis: XLA's own 1x1 convolution is slower than that matmul
     on CPU, most in the backward pass (a train step 1.8x), and the matmul is as fast on
     GPU and TPU. Importing a torch (out, in, 1, 1) weight is a squeeze and a transpose.
@@ -130,7 +130,7 @@ def conv_general_dilated(
       backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
       function on every backend.
     - Other 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for
-      the CPU), accumulating in and returning float32 as `matmul` does; elsewhere to lax.
+      the CPU; bfloat16 ones 2x faster than XLA's), elsewhere to lax.
     """
     channels, (kh, kw, per_group, out) = lhs.shape[-1], rhs.shape
     if isinstance(padding, str):
@@ -398,9 +398,10 @@ def max_pool(x: Array, size: int = 3, stride: int = 2) -> Array:
     """A size x size max pool with stride and torch's padding of size // 2, in NHWC.
 
     ``nnx.max_pool`` forward; the gradient is that of the same maxima taken over strided
-    slices, first along height and then along width, as XLA's gradient of the pool
-    (select-and-scatter) is 3.6x slower on CPU in float32. Gradients differ only
-    between tied maxima, which share the gradient here instead of giving it to one.
+    slices, first along height and then along width, computed in float32, as XLA's
+    gradient of the pool (select-and-scatter) is 3.6x slower on CPU in float32 (5x in
+    bfloat16). Gradients differ only between tied maxima, which share the gradient here
+    instead of giving it to one.
     """
     pad = size // 2
     return nnx.max_pool(x, (size, size), strides=(stride, stride), padding=((pad, pad),) * 2)
@@ -411,7 +412,11 @@ def _max_pool_fwd(x: Array, size: int, stride: int) -> tuple[Array, Array]:
 
 
 def _max_pool_bwd(size: int, stride: int, x: Array, g: Array) -> tuple[Array]:
-    return jax.vjp(lambda x: _max_pool_slices(x, size, stride), x)[1](g)
+    # In float32: XLA:CPU runs this fusion 6x slower on bfloat16 values.
+    f32 = jnp.float32
+    _, vjp = jax.vjp(lambda x: _max_pool_slices(x, size, stride), x.astype(f32))
+    (dx,) = vjp(g.astype(f32))
+    return (dx.astype(x.dtype),)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
