@@ -20,6 +20,7 @@ import numpy as np
 from skinjax import parallel
 from skinjax.data import augment, pipeline
 from skinjax.data.sources import Collection
+from skinjax.kernels import conv
 from skinjax.train import classifier, loop, optim
 
 
@@ -129,7 +130,11 @@ class CompiledSteps:
 def compiled_steps(
     config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
 ) -> CompiledSteps:
-    """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch."""
+    """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch.
+
+    Both are traced and compiled here, so a context around the call (such as
+    `kernels.conv.disabled()`) decides what they run.
+    """
     placement = parallel.Placement(config.parallel.strategy)
     model = loop.build_model(config, num_classes)
     stage = config.stages[stage]
@@ -154,12 +159,19 @@ def compiled_steps(
     start = time.perf_counter()
     flops, temp_mb = 0.0, float("nan")
     if placement.strategy == "mesh":
-        compiled = train_fn.lower(state, batch).compile()
-        cost, memory = compiled.cost_analysis(), compiled.memory_analysis()
-        flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        memory = train_fn.lower(state, batch).compile().memory_analysis()
         temp_mb = memory.temp_size_in_bytes / 2**20 if memory else temp_mb
+        # XLA's cost analysis counts no custom calls (oneDNN's convolutions): count the
+        # FLOPs of the same step with XLA's convolutions, lowered but not compiled.
+        with conv.disabled():
+            lowered = classifier.compile_steps(step, placement, flip_tta=False)[0].lower(
+                state, batch
+            )
+        cost = lowered.cost_analysis()
+        flops = float(cost.get("flops", 0.0)) if cost else 0.0
     holder = {"state": jax.block_until_ready(train_fn(state, batch)[0])}
     compile_s = time.perf_counter() - start
+    jax.block_until_ready(eval_fn(holder["state"], batch))  # traced here, like the train step
 
     def train_on(device_batch):
         holder["state"], metrics = train_fn(holder["state"], device_batch)
