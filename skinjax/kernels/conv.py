@@ -107,6 +107,8 @@ def supports(x: Array, w: Array, feature_group_count: int, dilations: Sequence) 
 
 
 def _call(kind: str, a: Array, b: Array, shape, dtype, strides, padding: Padding) -> Array:
+    if not _load():
+        raise RuntimeError("skinjax's oneDNN kernels are not built or oneDNN is missing")
     (top, bottom), (left, right) = padding
     # vmap (rare for whole images) loops over the mapped axis.
     call = jax.ffi.ffi_call(
