@@ -6,6 +6,7 @@ the bfloat16 dot-product instructions of AVX-512 and AMX processors, about twice
 `conv2d` is used where `available()` holds (x86-64 Linux, the compiled extension and
 the `onednn-cpu-gomp` wheel present, tracing for the CPU, not `disabled()`); everywhere
 else, GPUs and TPUs included, models call `jax.lax.conv_general_dilated` as before.
+`SKINJAX_ONEDNN=0` in the environment turns oneDNN off for the whole process.
 
 Products accumulate in float32 and are rounded to the operands' dtype, as XLA's own
 convolution and torch.autocast do: with bfloat16 operands, returning float32 instead
