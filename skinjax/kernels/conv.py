@@ -31,11 +31,7 @@ import numpy as np
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
-_TARGETS = {
-    "forward": "skinjax_onednn_conv_forward",
-    "backward_data": "skinjax_onednn_conv_backward_data",
-    "backward_weights": "skinjax_onednn_conv_backward_weights",
-}
+# Pass -> the handler's symbol in the extension; its FFI target is _target(pass).
 _SYMBOLS = {
     "forward": "ConvForward",
     "backward_data": "ConvBackwardData",
@@ -59,6 +55,10 @@ def _library_paths() -> tuple[str, str] | None:
     return str(dnnl[0].locate()), handlers
 
 
+def _target(kind: str) -> str:
+    return f"skinjax_onednn_conv_{kind}"
+
+
 @functools.cache
 def _load() -> bool:
     """Loads oneDNN and registers the FFI targets, once; False where that is impossible."""
@@ -72,9 +72,9 @@ def _load() -> bool:
         lib = ctypes.CDLL(handlers)
     except OSError:
         return False
-    for kind, target in _TARGETS.items():
-        capsule = jax.ffi.pycapsule(getattr(lib, _SYMBOLS[kind]))
-        jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+    for kind, symbol in _SYMBOLS.items():
+        capsule = jax.ffi.pycapsule(getattr(lib, symbol))
+        jax.ffi.register_ffi_target(_target(kind), capsule, platform="cpu")
     return True
 
 
@@ -113,7 +113,7 @@ def _call(kind: str, a: Array, b: Array, shape, dtype, strides, padding: Padding
     (top, bottom), (left, right) = padding
     # vmap (rare for whole images) loops over the mapped axis.
     call = jax.ffi.ffi_call(
-        _TARGETS[kind], jax.ShapeDtypeStruct(shape, dtype), vmap_method="sequential"
+        _target(kind), jax.ShapeDtypeStruct(shape, dtype), vmap_method="sequential"
     )
     return call(
         a,
