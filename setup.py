@@ -1,9 +1,9 @@
-"""Builds skinjax's optional oneDNN convolution handlers; the rest is in pyproject.toml.
+"""Builds skinjax's optional oneDNN kernels (convolution, BatchNorm); the rest: pyproject.toml.
 
 The extension compiles against the XLA FFI headers that jaxlib ships and the oneDNN
 headers of the onednn-devel-cpu-gomp wheel (both build requirements on x86-64 Linux).
 Where either is missing, or the compiler fails, skinjax installs without it and its
-models use XLA's convolutions.
+models use XLA's convolutions and fusions.
 """
 
 import importlib.metadata
@@ -34,8 +34,9 @@ extensions = []
 if include_dirs:
     extensions.append(
         Extension(
-            "skinjax.kernels._onednn_conv",
-            sources=["skinjax/kernels/onednn_conv.cc"],
+            "skinjax.kernels._onednn",
+            sources=["skinjax/kernels/onednn_conv.cc", "skinjax/kernels/onednn_batch_norm.cc"],
+            depends=["skinjax/kernels/onednn.h"],
             include_dirs=include_dirs,
             language="c++",
             extra_compile_args=["-std=c++17", "-Wno-return-type", "-Wno-sign-compare"],

@@ -4,7 +4,7 @@ r"""Throughput of a config's model: train and eval steps, input pipeline, augmen
         [--batch_sizes 8,16,32] [--dtypes float32,bfloat16] [--strategies mesh,pmap] \
         [--compare torch] [--torch_variants eager,channels_last,compile] \
         [--plot throughput.png] [--input] [--repeats 5] [--jsonl results.jsonl] \
-        [--xla_convolutions]
+        [--xla_kernels]
 
 The steps run on synthetic batches (no data needed): they are the same compiled
 train_step and eval_step as training. --compare torch times torchvision's twin of the
@@ -12,9 +12,9 @@ model (see skinjax/torch_peer.py) in the same rounds as skinjax's steps, alterna
 them, and reports the ratio skinjax / PyTorch. --input also measures the grain pipeline
 on the config's data directory against a plain single-process Pillow loop, the
 on-device augmentation per batch, and the train step fed by that pipeline as the loop
-feeds it (end to end) against the step alone. --xla_convolutions also times skinjax's
-steps traced with XLA's own convolutions instead of oneDNN's (kernels.conv.disabled),
-in the same rounds. Prints JSON lines and markdown tables.
+feeds it (end to end) against the step alone. --xla_kernels also times skinjax's steps
+traced with XLA's own convolutions and BatchNorm instead of oneDNN's
+(kernels.onednn.disabled), in the same rounds. Prints JSON lines and markdown tables.
 """
 
 import contextlib
@@ -41,7 +41,7 @@ from ml_collections import config_flags
 
 from skinjax import benchmark, cpu, logs
 from skinjax.data import augment, pipeline, sources
-from skinjax.kernels import conv
+from skinjax.kernels import onednn
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16"], "Global batch sizes.")
@@ -57,8 +57,8 @@ _TORCH_VARIANTS = flags.DEFINE_list(
     "torch_variants", ["eager", "channels_last", "compile"], "PyTorch variants (--compare torch)."
 )
 _PLOT = flags.DEFINE_string("plot", None, "Write images/s against batch size to this PNG.")
-_XLA_CONVOLUTIONS = flags.DEFINE_bool(
-    "xla_convolutions", False, "Also time skinjax with XLA's convolutions instead of oneDNN's."
+_XLA_KERNELS = flags.DEFINE_bool(
+    "xla_kernels", False, "Also time skinjax with XLA's kernels instead of oneDNN's."
 )
 flags.mark_flag_as_required("config")
 
@@ -184,9 +184,9 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     config, stage=stage, batch_size=batch, num_classes=num_classes
                 )
                 impls = {"skinjax": steps}
-                if _XLA_CONVOLUTIONS.value:
-                    with conv.disabled():
-                        impls["skinjax xla-conv"] = benchmark.compiled_steps(
+                if _XLA_KERNELS.value:
+                    with onednn.disabled():
+                        impls["skinjax xla-kernels"] = benchmark.compiled_steps(
                             config, stage=stage, batch_size=batch, num_classes=num_classes
                         )
                 if "torch" in _COMPARE.value:
@@ -211,7 +211,7 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                         "kind": "step",
                         "implementation": "skinjax",
                         **common,
-                        "convolutions": "onednn" if conv.available() else "xla",
+                        "kernels": "onednn" if onednn.available() else "xla",
                         "train_images_per_s": t["skinjax train"].images_per_s,
                         "eval_images_per_s": t["skinjax eval"].images_per_s,
                         "train_compile_s": steps.compile_s,

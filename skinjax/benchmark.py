@@ -20,7 +20,7 @@ import numpy as np
 from skinjax import parallel
 from skinjax.data import augment, pipeline
 from skinjax.data.sources import Collection
-from skinjax.kernels import conv
+from skinjax.kernels import onednn
 from skinjax.train import classifier, loop, optim
 
 
@@ -133,7 +133,7 @@ def compiled_steps(
     """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch.
 
     Both are traced and compiled here, so a context around the call (such as
-    `kernels.conv.disabled()`) decides what they run.
+    `kernels.onednn.disabled()`) decides what they run.
     """
     placement = parallel.Placement(config.parallel.strategy)
     model = loop.build_model(config, num_classes)
@@ -161,9 +161,9 @@ def compiled_steps(
     if placement.strategy == "mesh":
         memory = train_fn.lower(state, batch).compile().memory_analysis()
         temp_mb = memory.temp_size_in_bytes / 2**20 if memory else temp_mb
-        # XLA's cost analysis counts no custom calls (oneDNN's convolutions): count the
-        # FLOPs of the same step with XLA's convolutions, lowered but not compiled.
-        with conv.disabled():
+        # XLA's cost analysis counts no custom calls (oneDNN's kernels): count the FLOPs
+        # of the same step with XLA's kernels, lowered but not compiled.
+        with onednn.disabled():
             lowered = classifier.compile_steps(step, placement, flip_tta=False)[0].lower(
                 state, batch
             )

@@ -46,7 +46,7 @@ from safetensors import numpy as safetensors_numpy
 
 from skinjax import explain, trained
 from skinjax.data import augment
-from skinjax.kernels import conv
+from skinjax.kernels import onednn
 from skinjax.train import loop
 
 STABLEHLO = "model.stablehlo"
@@ -249,7 +249,7 @@ def export(
     live = jax.jit(lambda images: classify(images)[0])
     # The artifact holds XLA's own convolutions (no oneDNN custom calls), so it runs on
     # every platform without skinjax; the checks below compare it with the live model.
-    with conv.disabled():
+    with onednn.disabled():
         for name, fn in ((STABLEHLO, classify), (GRADCAM, heatmaps)):
             exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(spec)
             with open(os.path.join(out_dir, name), "wb") as f:
@@ -259,7 +259,7 @@ def export(
         stablehlo = _deserialize(os.path.join(out_dir, STABLEHLO))
         checks["stablehlo"] = _max_difference(lambda x: stablehlo(x)[0], live, run.image_size)
     if onnx:
-        with conv.disabled():
+        with onednn.disabled():
             _write_onnx(classify, spec, os.path.join(out_dir, ONNX))
         checks["onnx"] = _max_difference(
             _onnx_logits(os.path.join(out_dir, ONNX)), live, run.image_size

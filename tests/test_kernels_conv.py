@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from skinjax.kernels import conv
+from skinjax.kernels import conv, onednn
 
-native = pytest.mark.skipif(not conv.available(), reason="oneDNN kernels not built here")
+native = pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not built here")
 
 
 def _lax(x, w, strides, padding):
@@ -28,7 +28,7 @@ def test_built_where_supported():
     """On x86-64 Linux the extension must build: a failed build would silently be slow."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("oneDNN kernels are built on x86-64 Linux only")
-    assert conv.available()
+    assert onednn.available()
 
 
 @native
@@ -81,7 +81,7 @@ def test_vmap_loops_over_the_mapped_axis():
 
 def test_disabled_and_unsupported_convolutions_trace_lax():
     x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
-    with conv.disabled():
+    with onednn.disabled():
         assert not conv.supports(x, w, 1, ())
     assert not conv.supports(x, jnp.ones((3, 3, 1, 4)), 4, ())  # grouped
     assert not conv.supports(x, w, 1, ((2, 2),))  # dilated
@@ -92,10 +92,11 @@ def test_disabled_and_unsupported_convolutions_trace_lax():
 @native
 @pytest.mark.parametrize("name, train", [("resnet18", True), ("resnet50", False)])
 def test_resnet_gradients_through_onednn_equal_xla(name, train):
-    """A tiny ResNet's loss and gradients: the same with oneDNN as with XLA's convolutions.
+    """A tiny ResNet's loss and gradients: the same with oneDNN as with XLA's kernels.
 
-    ResNet-50 runs with BatchNorm in inference mode: at width 8 its training-mode
-    gradients change by 10% when the input changes by 1e-6, with XLA alone.
+    In training mode BatchNorm runs through oneDNN as well. ResNet-50 runs with BatchNorm
+    in inference mode: at width 8 its training-mode gradients change by 10% when the
+    input changes by 1e-6, with XLA alone.
     """
     from flax import nnx
 
@@ -110,10 +111,12 @@ def test_resnet_gradients_through_onednn_equal_xla(name, train):
         logits = nnx.merge(graph, params, rest, copy=True)(x)
         return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
 
-    assert "skinjax_onednn_conv" in str(jax.make_jaxpr(jax.grad(loss))(params))
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+    assert onednn.target("ConvBackwardWeights") in jaxpr
+    assert (onednn.target("BatchNormBackward") in jaxpr) == train
     got = jax.jit(jax.value_and_grad(loss))(params)
-    with conv.disabled():
-        assert "skinjax_onednn_conv" not in str(jax.make_jaxpr(jax.grad(loss))(params))
+    with onednn.disabled():
+        assert "skinjax_onednn" not in str(jax.make_jaxpr(jax.grad(loss))(params))
         expected = jax.jit(jax.value_and_grad(loss))(params)
     check = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * jnp.abs(b).max())
     jax.tree.map(check, got, expected)

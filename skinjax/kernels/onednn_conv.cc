@@ -5,44 +5,24 @@
 // given by the caller, complete the problem. Primitives are created once per problem
 // and cached; activations stay NHWC (oneDNN has fast kernels for it), kernels are
 // reordered to and from oneDNN's blocked layout on every call (a small copy).
-// Loaded by skinjax/kernels/conv.py after libdnnl.so.3, whose symbols it uses.
+// Part of the extension skinjax/kernels/onednn.py loads after libdnnl.so.3.
 
 #include <cstdint>
-#include <cstdlib>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <tuple>
-#include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "onednn.h"
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
 using Tag = dnnl::memory::format_tag;
 using Type = dnnl::memory::data_type;
 
+namespace skinjax {
 namespace {
 
 enum class Pass { kForward, kBackwardData, kBackwardWeights };
-
-const dnnl::engine& Engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-Type ToDnnl(ffi::DataType type) {
-  switch (type) {
-    case ffi::DataType::F32:
-      return Type::f32;
-    case ffi::DataType::BF16:
-      return Type::bf16;
-    default:
-      return Type::undef;
-  }
-}
 
 // One convolution problem: oneDNN's logical shapes (NCHW, OIHW) and dtypes.
 struct Problem {
@@ -111,29 +91,6 @@ std::unique_ptr<Plan> MakePlan(const Problem& p) {
   return plan;
 }
 
-const Plan& GetPlan(const Problem& problem) {
-  static std::mutex mutex;
-  static std::map<decltype(problem.key()), std::unique_ptr<Plan>> plans;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& plan = plans[problem.key()];
-  if (!plan) plan = MakePlan(problem);
-  return *plan;
-}
-
-// Memory that oneDNN reads or writes during one call: scratchpad and reordered kernels.
-class Scratch {
- public:
-  explicit Scratch(size_t bytes)
-      : data_(bytes ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr) {}
-  ~Scratch() { std::free(data_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  void* get() const { return data_; }
-
- private:
-  void* data_;
-};
-
 // `a` and `b` are (x, w) forward, (dy, w) for the input gradient and (x, dy) for the
 // kernel gradient; `out` is y, dx or dw.
 ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
@@ -170,7 +127,7 @@ ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
     return ffi::Error::InvalidArgument("onednn conv: float32 or bfloat16 buffers only");
   }
   try {
-    const Plan& plan = GetPlan(p);
+    const Plan& plan = CachedPlan<Plan>(p.key(), [&p](const auto&) { return MakePlan(p); });
     const auto& engine = Engine();
     dnnl::stream stream(engine);
     Scratch scratchpad(plan.scratchpad.get_size());
@@ -213,9 +170,10 @@ ffi::Error Handler(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
 }
 
 }  // namespace
+}  // namespace skinjax
 
 #define SKINJAX_CONV_HANDLER(symbol, pass)                        \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, Handler<pass>,            \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, skinjax::Handler<pass>,   \
                                 ffi::Ffi::Bind()                  \
                                     .Arg<ffi::AnyBuffer>()        \
                                     .Arg<ffi::AnyBuffer>()        \
@@ -223,6 +181,6 @@ ffi::Error Handler(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
                                     .Attr<ffi::Span<const int64_t>>("strides") \
                                     .Attr<ffi::Span<const int64_t>>("padding"));
 
-SKINJAX_CONV_HANDLER(ConvForward, Pass::kForward)
-SKINJAX_CONV_HANDLER(ConvBackwardData, Pass::kBackwardData)
-SKINJAX_CONV_HANDLER(ConvBackwardWeights, Pass::kBackwardWeights)
+SKINJAX_CONV_HANDLER(ConvForward, skinjax::Pass::kForward)
+SKINJAX_CONV_HANDLER(ConvBackwardData, skinjax::Pass::kBackwardData)
+SKINJAX_CONV_HANDLER(ConvBackwardWeights, skinjax::Pass::kBackwardWeights)

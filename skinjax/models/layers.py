@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.kernels import conv
+from skinjax.kernels import batch_norm, conv
 
 Array = jax.Array
 Activation = Callable[[Array], Array]
@@ -224,10 +224,12 @@ batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nnx.BatchNorm):
-    """nnx.BatchNorm over the last axis with an optional fused ReLU; see `batch_norm_train`.
+    """nnx.BatchNorm over the last axis with an optional fused ReLU.
 
     Same variables, defaults and running-average updates as nnx.BatchNorm, which it
-    calls unchanged with running averages.
+    calls unchanged with running averages. In training, statistics within one device
+    come from oneDNN where `kernels.batch_norm.supports` the input, otherwise, and across
+    the devices of ``axis_name``, from `batch_norm_train`.
     """
 
     def __init__(self, num_features: int, *, relu: bool = False, **kwargs):
@@ -238,9 +240,14 @@ class BatchNorm(nnx.BatchNorm):
         if self.use_running_average:
             y = super().__call__(x)
             return nnx.relu(y) if self.relu else y
-        y, mean, var = batch_norm_train(
-            x, self.scale[...], self.bias[...], self.epsilon, self.relu, self.axis_name, self.dtype
-        )
+        scale, bias = _to_float32((self.scale[...], self.bias[...]))
+        if self.axis_name is None and batch_norm.supports(x):
+            y, mean, var = batch_norm.batch_norm(x, scale, bias, self.epsilon, self.relu)
+            y = y.astype(self.dtype)
+        else:
+            y, mean, var = batch_norm_train(
+                x, scale, bias, self.epsilon, self.relu, self.axis_name, self.dtype
+            )
         momentum = self.momentum
         self.mean[...] = momentum * self.mean[...] + (1 - momentum) * jax.lax.stop_gradient(mean)
         self.var[...] = momentum * self.var[...] + (1 - momentum) * jax.lax.stop_gradient(var)

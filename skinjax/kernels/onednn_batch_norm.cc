@@ -1,0 +1,192 @@
+// Training-mode batch normalization of NHWC activations through oneDNN, as XLA FFI
+// handlers: the forward pass (output and batch statistics) and its gradient, with an
+// optional fused ReLU whose mask oneDNN keeps in a workspace between the two.
+//
+// Statistics, scale and shift are float32; activations float32 or bfloat16. oneDNN reads
+// the input twice and writes the output once forward, the fewest passes there are; XLA's
+// fusions of the same computation ran at a third to a half of that speed on CPU.
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+
+#include "onednn.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Flags = dnnl::normalization_flags;
+using Tag = dnnl::memory::format_tag;
+using Type = dnnl::memory::data_type;
+
+namespace skinjax {
+namespace {
+
+// NCHW logical dims of the activations, their dtype, epsilon and whether ReLU follows.
+using Problem = std::tuple<memory::dims, Type, float, bool>;
+
+Flags FlagsOf(bool relu) {
+  const Flags flags = Flags::use_scale | Flags::use_shift;
+  return relu ? flags | Flags::fuse_norm_relu : flags;
+}
+
+dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const Problem& p) {
+  const auto& [dims, type, epsilon, relu] = p;
+  const memory::desc data(dims, type, Tag::nhwc);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // thread-safe concurrent calls
+  return {Engine(), dnnl::prop_kind::forward_training, data, data, epsilon, FlagsOf(relu),
+          attr};
+}
+
+struct ForwardPlan {
+  dnnl::batch_normalization_forward::primitive_desc pd;
+  dnnl::batch_normalization_forward primitive;
+};
+
+struct BackwardPlan {
+  dnnl::batch_normalization_backward::primitive_desc pd;
+  dnnl::batch_normalization_backward primitive;
+};
+
+std::unique_ptr<ForwardPlan> MakeForward(const Problem& p) {
+  auto pd = ForwardDesc(p);
+  return std::make_unique<ForwardPlan>(ForwardPlan{pd, dnnl::batch_normalization_forward(pd)});
+}
+
+std::unique_ptr<BackwardPlan> MakeBackward(const Problem& p) {
+  const auto& [dims, type, epsilon, relu] = p;
+  const memory::desc data(dims, type, Tag::nhwc);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const dnnl::batch_normalization_backward::primitive_desc pd(
+      Engine(), dnnl::prop_kind::backward, data, data, data, epsilon, FlagsOf(relu),
+      ForwardDesc(p), attr);
+  return std::make_unique<BackwardPlan>(BackwardPlan{pd, dnnl::batch_normalization_backward(pd)});
+}
+
+// The problem of an NHWC buffer, or an error for another rank or dtype.
+ffi::ErrorOr<Problem> ProblemOf(const ffi::AnyBuffer& x, float epsilon, bool relu) {
+  const auto d = x.dimensions();
+  const Type type = ToDnnl(x.element_type());
+  if (d.size() != 4 || type == Type::undef) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument(
+        "onednn batch norm: a float32 or bfloat16 NHWC input expected"));
+  }
+  return Problem{{d[0], d[3], d[1], d[2]}, type, epsilon, relu};
+}
+
+memory Wrap(const memory::desc& desc, const void* data) {
+  return memory(desc, Engine(), const_cast<void*>(data));
+}
+
+ffi::Error CheckWorkspace(const memory::desc& needed, const ffi::AnyBuffer& workspace) {
+  if (workspace.size_bytes() < needed.get_size()) {
+    return ffi::Error::InvalidArgument("onednn batch norm: workspace too small");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                   ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::Buffer<ffi::F32>> mean,
+                   ffi::Result<ffi::Buffer<ffi::F32>> variance,
+                   ffi::Result<ffi::AnyBuffer> workspace, float epsilon, bool relu) {
+  const auto problem = ProblemOf(x, epsilon, relu);
+  if (problem.has_error()) return problem.error();
+  try {
+    const auto& plan = CachedPlan<ForwardPlan>(*problem, MakeForward);
+    const auto& pd = plan.pd;
+    if (relu) {
+      if (auto e = CheckWorkspace(pd.workspace_desc(), *workspace); e.failure()) return e;
+    }
+    Scratch scratchpad(pd.scratchpad_desc().get_size());
+    dnnl::stream stream(Engine());
+    plan.primitive.execute(
+        stream, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
+                 {DNNL_ARG_DST, Wrap(pd.dst_desc(), y->untyped_data())},
+                 {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
+                 {DNNL_ARG_SHIFT, Wrap(pd.weights_desc(), shift.typed_data())},
+                 {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean->typed_data())},
+                 {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance->typed_data())},
+                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())},
+                 {DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get())}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> scale,
+                    ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> variance,
+                    ffi::AnyBuffer workspace, ffi::Result<ffi::AnyBuffer> dx,
+                    ffi::Result<ffi::Buffer<ffi::F32>> dscale,
+                    ffi::Result<ffi::Buffer<ffi::F32>> dshift, float epsilon, bool relu) {
+  const auto problem = ProblemOf(x, epsilon, relu);
+  if (problem.has_error()) return problem.error();
+  try {
+    const auto& plan = CachedPlan<BackwardPlan>(*problem, MakeBackward);
+    const auto& pd = plan.pd;
+    if (relu) {
+      if (auto e = CheckWorkspace(pd.workspace_desc(), workspace); e.failure()) return e;
+    }
+    Scratch scratchpad(pd.scratchpad_desc().get_size());
+    dnnl::stream stream(Engine());
+    plan.primitive.execute(
+        stream, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
+                 {DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), dy.untyped_data())},
+                 {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
+                 {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean.typed_data())},
+                 {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance.typed_data())},
+                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
+                 {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dx->untyped_data())},
+                 {DNNL_ARG_DIFF_SCALE, Wrap(pd.diff_weights_desc(), dscale->typed_data())},
+                 {DNNL_ARG_DIFF_SHIFT, Wrap(pd.diff_weights_desc(), dshift->typed_data())},
+                 {DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get())}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace skinjax
+
+// The bytes of the ReLU mask the forward pass leaves for the backward one, for the caller
+// to allocate; -1 if oneDNN cannot normalize this problem.
+extern "C" int64_t BatchNormWorkspaceBytes(int64_t n, int64_t h, int64_t w, int64_t c,
+                                           bool bfloat16) {
+  try {
+    const auto pd = skinjax::ForwardDesc(
+        {{n, c, h, w}, bfloat16 ? Type::bf16 : Type::f32, 1e-5f, true});
+    return static_cast<int64_t>(pd.workspace_desc().get_size());
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormForward, skinjax::Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormBackward, skinjax::Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<bool>("relu"));
