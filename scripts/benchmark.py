@@ -17,17 +17,8 @@ traced with XLA's own convolutions and BatchNorm instead of oneDNN's
 (kernels.onednn.disabled), in the same rounds. Prints JSON lines and markdown tables.
 """
 
-import contextlib
 import os
 import sys
-
-# For --compare torch (a dev extra). OpenMP threads that spin while they wait made
-# torch 5x slower when other processes shared the cores; waiting passively is its best
-# setting there. And torch loads triton, which crashes the process if TensorFlow
-# (imported by clu's metric writers) is loaded first.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-with contextlib.suppress(ImportError):
-    import torchvision  # noqa: F401
 
 # Configs import each other as `configs.x`: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,18 +116,18 @@ def _torch_steps(config, stage, batch: int, dtype: str, threads: int) -> dict[st
         return {}
     peers = {}
     for variant in _TORCH_VARIANTS.value:
-        steps = torch_peer.steps(
-            config.model.name,
-            variant=variant,
-            batch_size=batch,
-            image_size=config.data.image_size,
-            num_classes=len(config.data.classes) or 2,
-            dtype=dtype,
-            optimizer=stage.optimizer,
-            learning_rate=stage.learning_rate,
-            threads=threads,
-        )
         try:  # torch.compile compiles here, and may not work for every model
+            steps = torch_peer.in_subprocess(
+                config.model.name,
+                variant=variant,
+                batch_size=batch,
+                image_size=config.data.image_size,
+                num_classes=len(config.data.classes) or 2,
+                dtype=dtype,
+                optimizer=stage.optimizer,
+                learning_rate=stage.learning_rate,
+                threads=threads,
+            )
             steps.train(), steps.eval()
         except Exception as e:  # any failure (e.g. of the compiler) just drops the variant
             print(json.dumps({"kind": "peer_error", "variant": variant, "error": repr(e)[:300]}))
@@ -189,12 +180,16 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                         impls["skinjax xla-kernels"] = benchmark.compiled_steps(
                             config, stage=stage, batch_size=batch, num_classes=num_classes
                         )
+                peers = {}
                 if "torch" in _COMPARE.value:
-                    impls |= _torch_steps(config, config.stages[stage], batch, dtype, threads)
+                    peers = _torch_steps(config, config.stages[stage], batch, dtype, threads)
+                impls |= peers
                 fns = {}
                 for name, impl in impls.items():
                     fns[f"{name} train"], fns[f"{name} eval"] = impl.train, impl.eval
                 t = benchmark.time_alternating(fns, repeats=_REPEATS.value, batch=batch)
+                for peer in peers.values():
+                    peer.close()
                 common = {
                     "model": config.model.name,
                     "stage": stage,
