@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 
 #include "onednn.h"
 
@@ -38,15 +39,13 @@ dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const Problem& p) 
           attr};
 }
 
-struct ForwardPlan {
-  dnnl::batch_normalization_forward::primitive_desc pd;
-  dnnl::batch_normalization_forward primitive;
+template <typename Primitive>
+struct Plan {
+  typename Primitive::primitive_desc pd;
+  Primitive primitive;
 };
-
-struct BackwardPlan {
-  dnnl::batch_normalization_backward::primitive_desc pd;
-  dnnl::batch_normalization_backward primitive;
-};
+using ForwardPlan = Plan<dnnl::batch_normalization_forward>;
+using BackwardPlan = Plan<dnnl::batch_normalization_backward>;
 
 std::unique_ptr<ForwardPlan> MakeForward(const Problem& p) {
   auto pd = ForwardDesc(p);
@@ -64,24 +63,38 @@ std::unique_ptr<BackwardPlan> MakeBackward(const Problem& p) {
   return std::make_unique<BackwardPlan>(BackwardPlan{pd, dnnl::batch_normalization_backward(pd)});
 }
 
-// The problem of an NHWC buffer, or an error for another rank or dtype.
-ffi::ErrorOr<Problem> ProblemOf(const ffi::AnyBuffer& x, float epsilon, bool relu) {
-  const auto d = x.dimensions();
-  const Type type = ToDnnl(x.element_type());
-  if (d.size() != 4 || type == Type::undef) {
-    return ffi::Unexpected(ffi::Error::InvalidArgument(
-        "onednn batch norm: a float32 or bfloat16 NHWC input expected"));
-  }
-  return Problem{{d[0], d[3], d[1], d[2]}, type, epsilon, relu};
-}
-
 memory Wrap(const memory::desc& desc, const void* data) {
   return memory(desc, Engine(), const_cast<void*>(data));
 }
 
-ffi::Error CheckWorkspace(const memory::desc& needed, const ffi::AnyBuffer& workspace) {
-  if (workspace.size_bytes() < needed.get_size()) {
-    return ffi::Error::InvalidArgument("onednn batch norm: workspace too small");
+// Runs the cached plan for NHWC `x` on the arguments `args(pd)` names, adding the ReLU
+// workspace (checked against the plan's size) and a scratchpad; oneDNN's errors and
+// inputs of another rank or dtype become FFI errors.
+template <typename PlanType, typename Make, typename Args>
+ffi::Error Run(const ffi::AnyBuffer& x, float epsilon, bool relu, void* workspace,
+               size_t workspace_bytes, Make make, Args args) {
+  const auto d = x.dimensions();
+  const Type type = ToDnnl(x.element_type());
+  if (d.size() != 4 || type == Type::undef) {
+    return ffi::Error::InvalidArgument(
+        "onednn batch norm: a float32 or bfloat16 NHWC input expected");
+  }
+  try {
+    const auto& plan =
+        CachedPlan<PlanType>(Problem{{d[0], d[3], d[1], d[2]}, type, epsilon, relu}, make);
+    const auto& pd = plan.pd;
+    if (relu && workspace_bytes < pd.workspace_desc().get_size()) {
+      return ffi::Error::InvalidArgument("onednn batch norm: workspace too small");
+    }
+    Scratch scratchpad(pd.scratchpad_desc().get_size());
+    std::unordered_map<int, memory> arguments = args(pd);
+    arguments.emplace(DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace));
+    arguments.emplace(DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get()));
+    dnnl::stream stream(Engine());
+    plan.primitive.execute(stream, arguments);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -90,30 +103,16 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ff
                    ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::Buffer<ffi::F32>> mean,
                    ffi::Result<ffi::Buffer<ffi::F32>> variance,
                    ffi::Result<ffi::AnyBuffer> workspace, float epsilon, bool relu) {
-  const auto problem = ProblemOf(x, epsilon, relu);
-  if (problem.has_error()) return problem.error();
-  try {
-    const auto& plan = CachedPlan<ForwardPlan>(*problem, MakeForward);
-    const auto& pd = plan.pd;
-    if (relu) {
-      if (auto e = CheckWorkspace(pd.workspace_desc(), *workspace); e.failure()) return e;
-    }
-    Scratch scratchpad(pd.scratchpad_desc().get_size());
-    dnnl::stream stream(Engine());
-    plan.primitive.execute(
-        stream, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
-                 {DNNL_ARG_DST, Wrap(pd.dst_desc(), y->untyped_data())},
-                 {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
-                 {DNNL_ARG_SHIFT, Wrap(pd.weights_desc(), shift.typed_data())},
-                 {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean->typed_data())},
-                 {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance->typed_data())},
-                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace->untyped_data())},
-                 {DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get())}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  return Run<ForwardPlan>(
+      x, epsilon, relu, workspace->untyped_data(), workspace->size_bytes(), MakeForward,
+      [&](const auto& pd) -> std::unordered_map<int, memory> {
+        return {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
+                {DNNL_ARG_DST, Wrap(pd.dst_desc(), y->untyped_data())},
+                {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
+                {DNNL_ARG_SHIFT, Wrap(pd.weights_desc(), shift.typed_data())},
+                {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean->typed_data())},
+                {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance->typed_data())}};
+      });
 }
 
 ffi::Error Backward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> scale,
@@ -121,32 +120,18 @@ ffi::Error Backward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> s
                     ffi::AnyBuffer workspace, ffi::Result<ffi::AnyBuffer> dx,
                     ffi::Result<ffi::Buffer<ffi::F32>> dscale,
                     ffi::Result<ffi::Buffer<ffi::F32>> dshift, float epsilon, bool relu) {
-  const auto problem = ProblemOf(x, epsilon, relu);
-  if (problem.has_error()) return problem.error();
-  try {
-    const auto& plan = CachedPlan<BackwardPlan>(*problem, MakeBackward);
-    const auto& pd = plan.pd;
-    if (relu) {
-      if (auto e = CheckWorkspace(pd.workspace_desc(), workspace); e.failure()) return e;
-    }
-    Scratch scratchpad(pd.scratchpad_desc().get_size());
-    dnnl::stream stream(Engine());
-    plan.primitive.execute(
-        stream, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
-                 {DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), dy.untyped_data())},
-                 {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
-                 {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean.typed_data())},
-                 {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance.typed_data())},
-                 {DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace.untyped_data())},
-                 {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dx->untyped_data())},
-                 {DNNL_ARG_DIFF_SCALE, Wrap(pd.diff_weights_desc(), dscale->typed_data())},
-                 {DNNL_ARG_DIFF_SHIFT, Wrap(pd.diff_weights_desc(), dshift->typed_data())},
-                 {DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get())}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  return Run<BackwardPlan>(
+      x, epsilon, relu, workspace.untyped_data(), workspace.size_bytes(), MakeBackward,
+      [&](const auto& pd) -> std::unordered_map<int, memory> {
+        return {{DNNL_ARG_SRC, Wrap(pd.src_desc(), x.untyped_data())},
+                {DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), dy.untyped_data())},
+                {DNNL_ARG_SCALE, Wrap(pd.weights_desc(), scale.typed_data())},
+                {DNNL_ARG_MEAN, Wrap(pd.mean_desc(), mean.typed_data())},
+                {DNNL_ARG_VARIANCE, Wrap(pd.variance_desc(), variance.typed_data())},
+                {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dx->untyped_data())},
+                {DNNL_ARG_DIFF_SCALE, Wrap(pd.diff_weights_desc(), dscale->typed_data())},
+                {DNNL_ARG_DIFF_SHIFT, Wrap(pd.diff_weights_desc(), dshift->typed_data())}};
+      });
 }
 
 }  // namespace
