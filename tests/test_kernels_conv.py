@@ -120,3 +120,28 @@ def test_resnet_gradients_through_onednn_equal_xla(name, train):
         expected = jax.jit(jax.value_and_grad(loss))(params)
     check = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * jnp.abs(b).max())
     jax.tree.map(check, got, expected)
+
+
+@native
+@pytest.mark.parametrize("residual, relu", [(False, False), (False, True), (True, True)])
+def test_conv_with_bias_residual_and_relu_matches_lax(residual, relu):
+    """The fused epilogue equals lax's convolution followed by the same ops, value and VJP."""
+    key = jax.random.split(jax.random.key(0), 5)
+    x = jax.random.normal(key[0], (2, 9, 9, 8))
+    w = 0.3 * jax.random.normal(key[1], (3, 3, 8, 16))
+    bias = jax.random.normal(key[2], (16,))
+    r = jax.random.normal(key[3], (2, 5, 5, 16)) if residual else None
+    strides, padding = (2, 2), ((1, 1), (1, 1))
+
+    def expected(x, w, bias, r):
+        y = _lax(x, w, strides, padding) + bias
+        y = y if r is None else y + r
+        return jax.nn.relu(y) if relu else y
+
+    ours = lambda x, w, bias, r: conv.conv2d_bias(x, w, bias, strides, padding, r, relu)
+    np.testing.assert_allclose(ours(x, w, bias, r), expected(x, w, bias, r), rtol=1e-5, atol=1e-5)
+    g = jax.random.normal(key[4], (2, 5, 5, 16))
+    argnums = (0, 1, 2, 3) if residual else (0, 1, 2)
+    grads = lambda fn: jax.grad(lambda *a: jnp.sum(fn(*a) * g), argnums)(x, w, bias, r)
+    check = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    jax.tree.map(check, grads(ours), grads(expected))

@@ -1,11 +1,14 @@
 """The fast forms in layers.py compute what the plain Flax layers compute."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from skinjax.kernels import onednn
 from skinjax.models import layers
 
 
@@ -74,3 +77,46 @@ def test_max_pool_and_its_gradient_match_flax(size):
     np.testing.assert_array_equal(layers.max_pool(x), flax_pool(x))
     grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * g))(x)
     np.testing.assert_allclose(grad(layers.max_pool), grad(flax_pool), rtol=1e-6, atol=1e-6)
+
+
+def _conv_norm(kernel_size: int, stride: int, dtype=jnp.float32, **kwargs) -> layers.ConvNorm:
+    """A ConvNorm in inference mode with non-trivial running statistics and affine."""
+    built = layers.Layers(nnx.Rngs(0), dtype=dtype, **kwargs)
+    unit = layers.ConvNorm(8, 16, kernel_size, stride=stride, activation=nnx.relu, layers=built)
+    key = jax.random.split(jax.random.key(3), 4)
+    unit.norm.mean[...] = jax.random.normal(key[0], (16,))
+    unit.norm.var[...] = jax.random.uniform(key[1], (16,), minval=0.5, maxval=2.0)
+    unit.norm.scale[...] = jax.random.uniform(key[2], (16,), minval=0.5, maxval=1.5)
+    unit.norm.bias[...] = jax.random.normal(key[3], (16,))
+    unit.eval()
+    return unit
+
+
+@pytest.mark.parametrize(
+    "kernel_size, stride, same_padding", [(3, 1, False), (3, 2, True), (1, 2, False)]
+)
+@pytest.mark.parametrize("native", [True, False])
+def test_inference_folds_batch_norm_residual_and_relu_into_the_convolution(
+    kernel_size, stride, same_padding, native
+):
+    """relu(norm(conv(x)) + residual) with running averages: folded, the same values."""
+    unit = _conv_norm(kernel_size, stride, same_padding=same_padding)
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 8))
+    size = -(-9 // stride)
+    residual = jax.random.normal(jax.random.key(1), (2, size, size, 16))
+    pre = nnx.BatchNorm.__call__(unit.norm, unit.conv(x))  # nnx's unfolded inference form
+    with contextlib.nullcontext() if native else onednn.disabled():
+        got = jax.jit(lambda x, r: unit(x, residual=r))(x, residual)
+        got_plain = unit(x)
+    np.testing.assert_allclose(got, nnx.relu(pre + residual), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_plain, nnx.relu(pre), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_folding_stays_within_bfloat16_rounding():
+    unit16, unit32 = _conv_norm(3, 1, jnp.bfloat16), _conv_norm(3, 1)
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 8))
+    got = unit16(x.astype(jnp.bfloat16))
+    assert got.dtype == jnp.bfloat16
+    expected = unit32(x.astype(jnp.bfloat16).astype(jnp.float32))
+    # The folded kernel is rounded to bfloat16 once, as the unfolded one is.
+    np.testing.assert_allclose(got.astype(jnp.float32), expected, rtol=2**-6, atol=2**-6)

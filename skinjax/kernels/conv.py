@@ -42,7 +42,7 @@ def supports(x: Array, w: Array, feature_group_count: int, dilations: Sequence) 
     )
 
 
-def _call(handler: str, a: Array, b: Array, shape, dtype, strides, padding: Padding) -> Array:
+def _call(handler: str, operands, shape, dtype, strides, padding: Padding, **attrs) -> Array:
     onednn.loaded()
     (top, bottom), (left, right) = padding
     # vmap (rare for whole images) loops over the mapped axis.
@@ -50,10 +50,10 @@ def _call(handler: str, a: Array, b: Array, shape, dtype, strides, padding: Padd
         onednn.target(handler), jax.ShapeDtypeStruct(shape, dtype), vmap_method="sequential"
     )
     return call(
-        a,
-        b,
+        *operands,
         strides=np.asarray(strides, np.int64),
         padding=np.asarray([top, bottom, left, right], np.int64),
+        **attrs,
     )
 
 
@@ -69,7 +69,7 @@ def _output_shape(x: Array, w: Array, strides, padding: Padding) -> tuple[int, .
 def conv2d(x: Array, w: Array, strides: tuple[int, int], padding: Padding) -> Array:
     """NHWC input, HWIO kernel, explicit ((top, bottom), (left, right)) padding."""
     shape = _output_shape(x, w, strides, padding)
-    return _call("ConvForward", x, w, shape, x.dtype, strides, padding)
+    return _call("ConvForward", (x, w), shape, x.dtype, strides, padding, relu=False)
 
 
 def _conv2d_fwd(x, w, strides, padding):
@@ -78,9 +78,48 @@ def _conv2d_fwd(x, w, strides, padding):
 
 def _conv2d_bwd(strides, padding, residuals, g):
     x, w = residuals
-    dx = _call("ConvBackwardData", g, w, x.shape, x.dtype, strides, padding)
-    dw = _call("ConvBackwardWeights", x, g, w.shape, jnp.float32, strides, padding)
+    dx = _call("ConvBackwardData", (g, w), x.shape, x.dtype, strides, padding)
+    dw = _call("ConvBackwardWeights", (x, g), w.shape, jnp.float32, strides, padding)
     return dx, dw.astype(w.dtype)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 6))
+def conv2d_bias(
+    x: Array,
+    w: Array,
+    bias: Array,
+    strides: tuple[int, int],
+    padding: Padding,
+    residual: Array | None = None,
+    relu: bool = False,
+) -> Array:
+    """``conv2d(x, w) + bias (+ residual)``, then an optional ReLU, in one oneDNN call.
+
+    The float32 ``bias`` (one per output channel), the residual (the result's shape and
+    dtype) and the ReLU apply to the float32 accumulator as it is written: inference
+    through a convolution, a BatchNorm folded into it and a residual block's tail is one
+    pass over memory instead of three.
+    """
+    shape = _output_shape(x, w, strides, padding)
+    operands = (x, w, bias) if residual is None else (x, w, bias, residual)
+    return _call("ConvForward", operands, shape, x.dtype, strides, padding, relu=relu)
+
+
+def _conv2d_bias_fwd(x, w, bias, strides, padding, residual, relu):
+    y = conv2d_bias(x, w, bias, strides, padding, residual, relu)
+    return y, (x, w, y, residual)
+
+
+def _conv2d_bias_bwd(strides, padding, relu, residuals, g):
+    x, w, y, residual = residuals
+    if relu:
+        g = jnp.where(y > 0, g, jnp.zeros_like(g))
+    dx, dw = _conv2d_bwd(strides, padding, (x, w), g.astype(x.dtype))
+    d_bias = jnp.sum(g, axis=(0, 1, 2), dtype=jnp.float32)
+    return dx, dw, d_bias, None if residual is None else g.astype(residual.dtype)
+
+
+conv2d_bias.defvjp(_conv2d_bias_fwd, _conv2d_bias_bwd)

@@ -2,7 +2,9 @@
 // kernel gradient of an NHWC x HWIO convolution, float32 or bfloat16 operands.
 //
 // Each handler takes two operands and writes one result; the result's shape and dtype,
-// given by the caller, complete the problem. Primitives are created once per problem
+// given by the caller, complete the problem. The forward pass can also add a float32
+// bias per output channel and a residual of the result's shape, then apply ReLU, all on
+// the accumulator before it is written (the inference form of conv + BatchNorm + ReLU). Primitives are created once per problem
 // and cached; activations stay NHWC (oneDNN has fast kernels for it), kernels are
 // reordered to and from oneDNN's blocked layout on every call (a small copy).
 // Part of the extension skinjax/kernels/onednn.py loads after libdnnl.so.3.
@@ -11,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 
 #include "onednn.h"
 
@@ -29,13 +32,17 @@ struct Problem {
   Pass pass;
   memory::dims src, weights, dst, strides, pad_begin, pad_end;
   Type src_type, weights_type, dst_type;  // of x, w and y, whichever are given or made
+  bool bias = false, residual = false, relu = false;  // the forward pass's epilogue
 
   auto key() const {
     return std::make_tuple(static_cast<int>(pass), src, weights, dst, strides, pad_begin,
                            pad_end, static_cast<int>(src_type),
-                           static_cast<int>(weights_type), static_cast<int>(dst_type));
+                           static_cast<int>(weights_type), static_cast<int>(dst_type), bias,
+                           residual, relu);
   }
 };
+
+memory::desc BiasDesc(const Problem& p) { return memory::desc({p.dst[1]}, Type::f32, Tag::a); }
 
 struct Plan {
   dnnl::primitive conv;
@@ -60,9 +67,15 @@ std::unique_ptr<Plan> MakePlan(const Problem& p) {
   // gradient of bfloat16 activations is hinted by the bfloat16 forward convolution.
   const memory::desc hint_weights(p.weights, weights_out ? p.src_type : p.weights_type,
                                   Tag::any);
+  dnnl::primitive_attr forward_attr = attr;
+  dnnl::post_ops epilogue;
+  if (p.residual) epilogue.append_binary(dnnl::algorithm::binary_add, dst);
+  if (p.relu) epilogue.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  forward_attr.set_post_ops(epilogue);
+  const memory::desc bias = p.bias ? BiasDesc(p) : memory::desc();  // empty: no bias
   const dnnl::convolution_forward::primitive_desc forward(
       engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-      hint_weights, dst, p.strides, no_dilation, p.pad_begin, p.pad_end, attr);
+      hint_weights, bias, dst, p.strides, no_dilation, p.pad_begin, p.pad_end, forward_attr);
   if (p.pass == Pass::kForward) {
     plan->conv = dnnl::convolution_forward(forward);
     plan->weights = forward.weights_desc();
@@ -91,11 +104,18 @@ std::unique_ptr<Plan> MakePlan(const Problem& p) {
   return plan;
 }
 
+// The forward pass's epilogue operands; null where absent.
+struct Epilogue {
+  const void* bias = nullptr;      // float32, one per output channel
+  const void* residual = nullptr;  // the result's shape and dtype
+  bool relu = false;
+};
+
 // `a` and `b` are (x, w) forward, (dy, w) for the input gradient and (x, dy) for the
 // kernel gradient; `out` is y, dx or dw.
 ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
                     ffi::Result<ffi::AnyBuffer> out, ffi::Span<const int64_t> strides,
-                    ffi::Span<const int64_t> padding) {
+                    ffi::Span<const int64_t> padding, const Epilogue& epilogue = {}) {
   ffi::AnyBuffer::Dimensions x, w, y;
   ffi::DataType x_type, w_type, y_type;
   if (pass == Pass::kForward) {
@@ -122,7 +142,10 @@ ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
             {padding[1], padding[3]},
             ToDnnl(x_type),
             ToDnnl(w_type),
-            ToDnnl(y_type)};
+            ToDnnl(y_type),
+            epilogue.bias != nullptr,
+            epilogue.residual != nullptr,
+            epilogue.relu};
   if (p.src_type == Type::undef || p.weights_type == Type::undef || p.dst_type == Type::undef) {
     return ffi::Error::InvalidArgument("onednn conv: float32 or bfloat16 buffers only");
   }
@@ -139,10 +162,19 @@ ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
     memory w_mem = plan.reorder ? memory(plan.weights, engine, weights.get()) : user_w;
     if (pass == Pass::kForward) {
       if (plan.reorder) plan.reorder->execute(stream, user_w, w_mem);
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, memory(src, engine, a.untyped_data())},
-                                 {DNNL_ARG_WEIGHTS, w_mem},
-                                 {DNNL_ARG_DST, memory(dst, engine, out->untyped_data())},
-                                 {DNNL_ARG_SCRATCHPAD, scratchpad_mem}});
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC, memory(src, engine, a.untyped_data())},
+          {DNNL_ARG_WEIGHTS, w_mem},
+          {DNNL_ARG_DST, memory(dst, engine, out->untyped_data())},
+          {DNNL_ARG_SCRATCHPAD, scratchpad_mem}};
+      if (p.bias) {
+        args.emplace(DNNL_ARG_BIAS, memory(BiasDesc(p), engine, const_cast<void*>(epilogue.bias)));
+      }
+      if (p.residual) {
+        args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                     memory(dst, engine, const_cast<void*>(epilogue.residual)));
+      }
+      plan.conv.execute(stream, args);
     } else if (pass == Pass::kBackwardData) {
       if (plan.reorder) plan.reorder->execute(stream, user_w, w_mem);
       plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, memory(dst, engine, a.untyped_data())},
@@ -169,8 +201,42 @@ ffi::Error Handler(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
   return Convolve(pass, a, b, out, strides, padding);
 }
 
+// The forward pass: x, w, then optionally the bias and after it the residual.
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::RemainingArgs extras,
+                   ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> strides,
+                   ffi::Span<const int64_t> padding, bool relu) {
+  Epilogue epilogue{nullptr, nullptr, relu};
+  if (extras.size() > 2) {
+    return ffi::Error::InvalidArgument("onednn conv: at most a bias and a residual follow");
+  }
+  for (size_t i = 0; i < extras.size(); ++i) {
+    const auto buffer = extras.get<ffi::AnyBuffer>(i);
+    if (buffer.has_error()) return buffer.error();
+    const bool bias = i == 0;
+    const bool valid = bias ? buffer->element_type() == ffi::DataType::F32
+                            : buffer->element_type() == y->element_type() &&
+                                  buffer->size_bytes() == y->size_bytes();
+    if (!valid) {
+      return ffi::Error::InvalidArgument(
+          "onednn conv: the bias must be float32 and the residual like the result");
+    }
+    (bias ? epilogue.bias : epilogue.residual) = buffer->untyped_data();
+  }
+  return Convolve(Pass::kForward, x, w, y, strides, padding, epilogue);
+}
+
 }  // namespace
 }  // namespace skinjax
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, skinjax::Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<bool>("relu"));
 
 #define SKINJAX_CONV_HANDLER(symbol, pass)                        \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, skinjax::Handler<pass>,   \
@@ -181,6 +247,5 @@ ffi::Error Handler(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffe
                                     .Attr<ffi::Span<const int64_t>>("strides") \
                                     .Attr<ffi::Span<const int64_t>>("padding"));
 
-SKINJAX_CONV_HANDLER(ConvForward, skinjax::Pass::kForward)
 SKINJAX_CONV_HANDLER(ConvBackwardData, skinjax::Pass::kBackwardData)
 SKINJAX_CONV_HANDLER(ConvBackwardWeights, skinjax::Pass::kBackwardWeights)

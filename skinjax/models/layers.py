@@ -84,74 +84,127 @@ class Dense(nnx.Linear):
         return y if bias is None else y + bias
 
 
+@dataclasses.dataclass(frozen=True)
+class Epilogue:
+    """``y * scale + shift (+ residual)``, then an optional ReLU, per output channel of a conv.
+
+    What follows a convolution in inference: a BatchNorm with running averages is this
+    affine map, and a residual block adds its shortcut and applies ReLU. A convolution
+    folds ``scale`` into its kernel and ``shift`` into its bias (as torch.compile and
+    TensorRT do for inference) and runs the rest on its accumulator: on CPU one oneDNN
+    call instead of a convolution and an XLA pass over its output.
+    """
+
+    scale: Array  # float32, one per output channel
+    shift: Array
+    residual: Array | None = None
+    relu: bool = False
+
+    def fold(self, kernel: Array, bias: Array | None) -> tuple[Array, Array]:
+        """A kernel (output channels last) and float32 bias computing ``y * scale + shift``."""
+        shift = self.shift if bias is None else self.shift + bias.astype(jnp.float32) * self.scale
+        return (kernel.astype(jnp.float32) * self.scale).astype(kernel.dtype), shift
+
+    def finish(self, y: Array) -> Array:
+        """Adds the residual and applies ReLU to ``y``, the folded convolution plus bias."""
+        return add_relu(y, self.residual, self.relu)
+
+
+def add_relu(y: Array, residual: Array | None, relu: bool) -> Array:
+    """``y + residual`` (if given), then ReLU (if asked), in ``y``'s dtype."""
+    y = y if residual is None else y + residual.astype(y.dtype)
+    return jax.nn.relu(y) if relu else y
+
+
+def conv2d(x: Array, kernel: Array, strides: tuple[int, int], padding, groups: int = 1) -> Array:
+    """An NHWC x HWIO convolution with explicit padding, on the fastest form per case.
+
+    - Depthwise convolutions become sums of k*k shifted products, which XLA fuses into
+      one loop: XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower
+      backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
+      function on every backend.
+    - Others go to oneDNN where `kernels.conv.supports` them (tracing for the CPU;
+      bfloat16 ones 2x faster than XLA's).
+    - Elsewhere 1x1 convolutions without padding are matmuls over the channel axis,
+      returned in float32 (see `matmul`): XLA's own 1x1 convolution is slower than that
+      matmul on CPU, most in the backward pass (a train step 1.8x), and the matmul is as
+      fast on GPU and TPU.
+    - The rest go to `jax.lax.conv_general_dilated`.
+    """
+    (kh, kw, per_group, out), channels = kernel.shape, x.shape[-1]
+    padding = tuple(map(tuple, padding))
+    if groups == channels and per_group == 1 and out == channels:
+        return _shifted_sum_depthwise(x, kernel, strides, padding)
+    if conv.supports(x, kernel, groups, ()):
+        return conv.conv2d(x, kernel, tuple(strides), padding)
+    if (kh, kw, groups) == (1, 1, 1) and padding == ((0, 0), (0, 0)):
+        # A strided 1x1 convolution without padding reads every stride-th pixel; a
+        # 2D matmul, as a dot on the 4D array is up to 3x slower backward on CPU.
+        x = x[:, :: strides[0], :: strides[1]]
+        return matmul(x.reshape(-1, channels), kernel[0, 0]).reshape(*x.shape[:-1], out)
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
+def _convolve(
+    layer: nnx.Module,
+    x: Array,
+    kernel: Array,
+    strides: tuple[int, int],
+    padding,
+    groups: int,
+    epilogue: Epilogue | None,
+) -> Array:
+    """``layer``'s convolution of `x` by `kernel`, plus its bias, then `epilogue`."""
+    bias = None if layer.bias is None else layer.bias[...]
+    if epilogue is None:
+        x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
+        y = conv2d(x, kernel, strides, padding, groups)
+        return y if bias is None else y + bias
+    kernel, shift = epilogue.fold(kernel, bias)
+    x, kernel = layer.promote_dtype((x, kernel), dtype=layer.dtype)
+    if conv.supports(x, kernel, groups, ()):
+        residual = epilogue.residual
+        residual = None if residual is None else residual.astype(x.dtype)
+        return conv.conv2d_bias(
+            x, kernel, shift, tuple(strides), tuple(map(tuple, padding)), residual, epilogue.relu
+        )
+    y = conv2d(x, kernel, strides, padding, groups).astype(jnp.float32) + shift
+    return epilogue.finish(y).astype(x.dtype)
+
+
+class Conv(nnx.Conv):
+    """``nnx.Conv`` of NHWC input through `conv2d`, optionally followed by an `Epilogue`."""
+
+    def __call__(self, x: Array, epilogue: Epilogue | None = None) -> Array:
+        strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+        padding = self.padding
+        if isinstance(padding, str):
+            padding = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size, strides, padding)
+        kernel = self.kernel[...]
+        return _convolve(self, x, kernel, strides, padding, self.feature_group_count, epilogue)
+
+
 class PointwiseConv(Dense):
     """A 1x1 convolution of NHWC input, stored as a dense (in, out) kernel.
 
-    On CPU it runs as a oneDNN 1x1 convolution where `kernels.conv.supports` it (a
-    bfloat16 ResNet-50 train step 1.2x faster than with XLA's matmul), elsewhere as a
-    matmul over the channel axis: XLA's own 1x1 convolution is slower than that matmul
-    on CPU, most in the backward pass (a train step 1.8x), and the matmul is as fast on
-    GPU and TPU. Importing a torch (out, in, 1, 1) weight is a squeeze and a transpose.
+    Importing a torch (out, in, 1, 1) weight is a squeeze and a transpose; see `conv2d`
+    for how it runs.
     """
 
     def __init__(self, in_features: int, out_features: int, *, stride: int = 1, **kwargs):
         super().__init__(in_features, out_features, **kwargs)
         self.stride = stride
 
-    def __call__(self, x: Array) -> Array:
-        bias = None if self.bias is None else self.bias[...]
-        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
-        stride = self.stride
-        if conv.supports(x, kernel[None, None], 1, ()):
-            y = conv.conv2d(x, kernel[None, None], (stride, stride), ((0, 0), (0, 0)))
-        else:
-            # A strided 1x1 convolution without padding reads every stride-th pixel; a
-            # 2D matmul, as a dot on the 4D array is up to 3x slower backward on CPU.
-            x = x[:, ::stride, ::stride]
-            y = matmul(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], -1)
-        return y if bias is None else y + bias
-
-
-def conv_general_dilated(
-    lhs: Array,
-    rhs: Array,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    **kwargs,
-) -> Array:
-    """`lax.conv_general_dilated` for NHWC/HWIO, with the two forms XLA:CPU runs slowly replaced.
-
-    - Depthwise convolutions become sums of k*k shifted products, which XLA fuses into
-      one loop: XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower
-      backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
-      function on every backend.
-    - Other 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for
-      the CPU; bfloat16 ones 2x faster than XLA's), elsewhere to lax.
-    """
-    channels, (kh, kw, per_group, out) = lhs.shape[-1], rhs.shape
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-    dilations = (lhs_dilation, rhs_dilation)
-    depthwise = feature_group_count == channels and per_group == 1 and out == channels
-    if depthwise and all(d in (None, (1, 1)) for d in dilations):
-        return _shifted_sum_depthwise(lhs, rhs, window_strides, padding)
-    if conv.supports(lhs, rhs, feature_group_count, dilations):
-        return conv.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
-    return jax.lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation,
-        rhs_dilation,
-        dimension_numbers,
-        feature_group_count,
-        **kwargs,
-    )
+    def __call__(self, x: Array, epilogue: Epilogue | None = None) -> Array:
+        kernel, no_padding = self.kernel[...][None, None], ((0, 0), (0, 0))
+        return _convolve(self, x, kernel, (self.stride,) * 2, no_padding, 1, epilogue)
 
 
 def _shifted_sum_depthwise(x: Array, rhs: Array, strides, padding) -> Array:
@@ -224,30 +277,40 @@ batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nnx.BatchNorm):
-    """nnx.BatchNorm over the last axis with an optional fused ReLU.
+    """nnx.BatchNorm over the last axis, then an optional residual addition and ReLU.
 
     Same variables, defaults and running-average updates as nnx.BatchNorm, which it
     calls unchanged with running averages. In training, statistics within one device
     come from oneDNN where `kernels.batch_norm.supports` the input, otherwise, and across
-    the devices of ``axis_name``, from `batch_norm_train`.
+    the devices of ``axis_name``, from `batch_norm_train`. `ConvNorm` folds the inference
+    form into its convolution instead (`epilogue`).
     """
 
     def __init__(self, num_features: int, *, relu: bool = False, **kwargs):
         super().__init__(num_features, **kwargs)
         self.relu = relu
 
-    def __call__(self, x: Array) -> Array:
+    def epilogue(self, residual: Array | None = None) -> Epilogue:
+        """The affine map this BatchNorm is with running averages, then residual and ReLU."""
+        mean, var, scale, bias = _to_float32(
+            (self.mean[...], self.var[...], self.scale[...], self.bias[...])
+        )
+        scale = scale * jax.lax.rsqrt(var + self.epsilon)
+        return Epilogue(scale, bias - mean * scale, residual, self.relu)
+
+    def __call__(self, x: Array, residual: Array | None = None) -> Array:
         if self.use_running_average:
-            y = super().__call__(x)
-            return nnx.relu(y) if self.relu else y
+            return add_relu(super().__call__(x), residual, self.relu)
         scale, bias = _to_float32((self.scale[...], self.bias[...]))
+        relu = self.relu and residual is None  # otherwise after the addition
         if self.axis_name is None and batch_norm.supports(x):
-            y, mean, var = batch_norm.batch_norm(x, scale, bias, self.epsilon, self.relu)
+            y, mean, var = batch_norm.batch_norm(x, scale, bias, self.epsilon, relu)
             y = y.astype(self.dtype)
         else:
             y, mean, var = batch_norm_train(
-                x, scale, bias, self.epsilon, self.relu, self.axis_name, self.dtype
+                x, scale, bias, self.epsilon, relu, self.axis_name, self.dtype
             )
+        y = add_relu(y, residual, self.relu and not relu)
         momentum = self.momentum
         self.mean[...] = momentum * self.mean[...] + (1 - momentum) * jax.lax.stop_gradient(mean)
         self.var[...] = momentum * self.var[...] + (1 - momentum) * jax.lax.stop_gradient(var)
@@ -284,7 +347,7 @@ class Layers:
         padding: int | tuple[int, int] | None = None,
         use_bias: bool = False,
         kernel_init: nnx.Initializer = conv_init,
-    ) -> nnx.Module:
+    ) -> Conv | PointwiseConv:
         """A convolution, square unless `kernel_size` is a (height, width) pair.
 
         `padding` is per side, (height, width) or one for both, as torch's Conv2d takes
@@ -306,14 +369,13 @@ class Layers:
             padding = (padding, padding)
         if kernel == (1, 1) and groups == 1 and padding == (0, 0):
             return PointwiseConv(in_features, out_features, stride=stride, **common)
-        return nnx.Conv(
+        return Conv(
             in_features,
             out_features,
             kernel,
             strides=stride,
             padding="SAME" if same else tuple((p, p) for p in padding),
             feature_group_count=groups,
-            conv_general_dilated=conv_general_dilated,
             **common,
         )
 
@@ -362,7 +424,11 @@ class StemStagesHead(nnx.Module):
 
 
 class ConvNorm(nnx.Module):
-    """Convolution, BatchNorm and an optional activation (torchvision's Conv2dNormActivation)."""
+    """Convolution, BatchNorm and an optional activation (torchvision's Conv2dNormActivation).
+
+    Called with a residual, it adds it before the activation (a residual block's tail). In
+    inference the BatchNorm, residual and ReLU fold into the convolution (`Epilogue`).
+    """
 
     def __init__(
         self,
@@ -383,9 +449,12 @@ class ConvNorm(nnx.Module):
         self.norm = layers.norm(out_features, relu=fuse)
         self.activation = None if fuse else activation
 
-    def __call__(self, x: Array) -> Array:
-        x = self.norm(self.conv(x))
-        return x if self.activation is None else self.activation(x)
+    def __call__(self, x: Array, residual: Array | None = None) -> Array:
+        if self.norm.use_running_average:
+            y = self.conv(x, self.norm.epilogue(residual))
+        else:
+            y = self.norm(self.conv(x), residual)
+        return y if self.activation is None else self.activation(y)
 
 
 def _max_pool_slices(x: Array, size: int, stride: int) -> Array:

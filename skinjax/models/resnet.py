@@ -2,7 +2,7 @@
 
 v1.5 (torchvision's layout) strides the 3x3 convolution of a bottleneck block rather
 than its first 1x1 convolution, as the original paper and Keras do. Every 1x1
-convolution is a `PointwiseConv` (a matmul), the fast form on CPU.
+convolution is a `PointwiseConv`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ class ResidualBlock(nnx.Module):
         else:
             specs = ((3, stride, features), (3, 1, features))
         units, width = [], in_features
-        for i, (kernel_size, unit_stride, out) in enumerate(specs):
-            # The last unit's ReLU comes after the residual addition.
-            act = nnx.relu if i < len(specs) - 1 else None
+        for kernel_size, unit_stride, out in specs:
             units.append(
-                ConvNorm(width, out, kernel_size, stride=unit_stride, activation=act, layers=layers)
+                ConvNorm(
+                    width, out, kernel_size, stride=unit_stride, activation=nnx.relu, layers=layers
+                )
             )
             width = out
         self.units = nnx.List(units)
@@ -49,9 +49,10 @@ class ResidualBlock(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         shortcut = x if self.downsample is None else self.downsample(x)
-        for unit in self.units:
+        *first, last = self.units
+        for unit in first:
             x = unit(x)
-        return nnx.relu(x + shortcut)
+        return last(x, residual=shortcut)  # its ReLU after the addition
 
 
 class ResNetBackbone(nnx.Module):
