@@ -1,4 +1,4 @@
-"""Builds skinjax's optional oneDNN kernels (convolution, BatchNorm); the rest: pyproject.toml.
+"""Builds the optional oneDNN kernels (convolution, BatchNorm, max pool); the rest: pyproject.toml.
 
 The extension compiles against the XLA FFI headers that jaxlib ships and the oneDNN
 headers of the onednn-devel-cpu-gomp wheel (both build requirements on x86-64 Linux).
@@ -35,7 +35,11 @@ if include_dirs:
     extensions.append(
         Extension(
             "skinjax.kernels._onednn",
-            sources=["skinjax/kernels/onednn_conv.cc", "skinjax/kernels/onednn_batch_norm.cc"],
+            sources=[
+                "skinjax/kernels/onednn_conv.cc",
+                "skinjax/kernels/onednn_batch_norm.cc",
+                "skinjax/kernels/onednn_pool.cc",
+            ],
             depends=["skinjax/kernels/onednn.h"],
             include_dirs=include_dirs,
             language="c++",

@@ -26,6 +26,8 @@ HANDLERS = (
     "ConvBackwardWeights",
     "BatchNormForward",
     "BatchNormBackward",
+    "MaxPoolForward",
+    "MaxPoolBackward",
 )
 _state = {"enabled": os.environ.get("SKINJAX_ONEDNN", "1") != "0"}
 

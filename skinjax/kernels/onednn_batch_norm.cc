@@ -39,17 +39,11 @@ dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const Problem& p) 
           attr};
 }
 
-template <typename Primitive>
-struct Plan {
-  typename Primitive::primitive_desc pd;
-  Primitive primitive;
-};
-using ForwardPlan = Plan<dnnl::batch_normalization_forward>;
-using BackwardPlan = Plan<dnnl::batch_normalization_backward>;
+using ForwardPlan = PrimitivePlan<dnnl::batch_normalization_forward>;
+using BackwardPlan = PrimitivePlan<dnnl::batch_normalization_backward>;
 
 std::unique_ptr<ForwardPlan> MakeForward(const Problem& p) {
-  auto pd = ForwardDesc(p);
-  return std::make_unique<ForwardPlan>(ForwardPlan{pd, dnnl::batch_normalization_forward(pd)});
+  return MakePrimitivePlan<dnnl::batch_normalization_forward>(ForwardDesc(p));
 }
 
 std::unique_ptr<BackwardPlan> MakeBackward(const Problem& p) {
@@ -57,19 +51,13 @@ std::unique_ptr<BackwardPlan> MakeBackward(const Problem& p) {
   const memory::desc data(dims, type, Tag::nhwc);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  const dnnl::batch_normalization_backward::primitive_desc pd(
-      Engine(), dnnl::prop_kind::backward, data, data, data, epsilon, FlagsOf(relu),
-      ForwardDesc(p), attr);
-  return std::make_unique<BackwardPlan>(BackwardPlan{pd, dnnl::batch_normalization_backward(pd)});
+  return MakePrimitivePlan<dnnl::batch_normalization_backward>(
+      {Engine(), dnnl::prop_kind::backward, data, data, data, epsilon, FlagsOf(relu),
+       ForwardDesc(p), attr});
 }
 
-memory Wrap(const memory::desc& desc, const void* data) {
-  return memory(desc, Engine(), const_cast<void*>(data));
-}
-
-// Runs the cached plan for NHWC `x` on the arguments `args(pd)` names, adding the ReLU
-// workspace (checked against the plan's size) and a scratchpad; oneDNN's errors and
-// inputs of another rank or dtype become FFI errors.
+// Runs the cached plan for NHWC `x` (see RunCached); inputs of another rank or dtype are
+// an error.
 template <typename PlanType, typename Make, typename Args>
 ffi::Error Run(const ffi::AnyBuffer& x, float epsilon, bool relu, void* workspace,
                size_t workspace_bytes, Make make, Args args) {
@@ -79,24 +67,8 @@ ffi::Error Run(const ffi::AnyBuffer& x, float epsilon, bool relu, void* workspac
     return ffi::Error::InvalidArgument(
         "onednn batch norm: a float32 or bfloat16 NHWC input expected");
   }
-  try {
-    const auto& plan =
-        CachedPlan<PlanType>(Problem{{d[0], d[3], d[1], d[2]}, type, epsilon, relu}, make);
-    const auto& pd = plan.pd;
-    if (relu && workspace_bytes < pd.workspace_desc().get_size()) {
-      return ffi::Error::InvalidArgument("onednn batch norm: workspace too small");
-    }
-    Scratch scratchpad(pd.scratchpad_desc().get_size());
-    std::unordered_map<int, memory> arguments = args(pd);
-    arguments.emplace(DNNL_ARG_WORKSPACE, Wrap(pd.workspace_desc(), workspace));
-    arguments.emplace(DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratchpad.get()));
-    dnnl::stream stream(Engine());
-    plan.primitive.execute(stream, arguments);
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  const Problem problem{{d[0], d[3], d[1], d[2]}, type, epsilon, relu};
+  return RunCached<PlanType>(problem, make, workspace, workspace_bytes, args);
 }
 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,

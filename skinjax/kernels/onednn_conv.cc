@@ -4,9 +4,10 @@
 // Each handler takes two operands and writes one result; the result's shape and dtype,
 // given by the caller, complete the problem. The forward pass can also add a float32
 // bias per output channel and a residual of the result's shape, then apply ReLU, all on
-// the accumulator before it is written (the inference form of conv + BatchNorm + ReLU). Primitives are created once per problem
-// and cached; activations stay NHWC (oneDNN has fast kernels for it), kernels are
-// reordered to and from oneDNN's blocked layout on every call (a small copy).
+// the accumulator before it is written (the inference form of conv + BatchNorm + ReLU).
+// Primitives are created once per problem and cached; activations stay NHWC (oneDNN has
+// fast kernels for it), kernels are reordered to and from oneDNN's blocked layout on
+// every call (a small copy).
 // Part of the extension skinjax/kernels/onednn.py loads after libdnnl.so.3.
 
 #include <cstdint>

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.kernels import batch_norm, conv
+from skinjax.kernels import batch_norm, conv, pool
 
 Array = jax.Array
 Activation = Callable[[Array], Array]
@@ -469,11 +469,20 @@ def _max_pool_slices(x: Array, size: int, stride: int) -> Array:
     return x
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x: Array, size: int = 3, stride: int = 2) -> Array:
     """A size x size max pool with stride and torch's padding of size // 2, in NHWC.
 
-    ``nnx.max_pool`` forward; the gradient is that of the same maxima taken over strided
+    On CPU oneDNN's pooling (`kernels.pool`), forward and backward; elsewhere
+    `_xla_max_pool`.
+    """
+    if pool.supports(x):
+        return pool.max_pool(x, size, stride)
+    return _xla_max_pool(x, size, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _xla_max_pool(x: Array, size: int, stride: int) -> Array:
+    """``nnx.max_pool`` forward; the gradient is that of the same maxima taken over strided
     slices, first along height and then along width, computed in float32, as XLA's
     gradient of the pool (select-and-scatter) is 3.6x slower on CPU in float32 (5x in
     bfloat16). Gradients differ only between tied maxima, which share the gradient here
@@ -484,7 +493,7 @@ def max_pool(x: Array, size: int = 3, stride: int = 2) -> Array:
 
 
 def _max_pool_fwd(x: Array, size: int, stride: int) -> tuple[Array, Array]:
-    return max_pool(x, size, stride), x
+    return _xla_max_pool(x, size, stride), x
 
 
 def _max_pool_bwd(size: int, stride: int, x: Array, g: Array) -> tuple[Array]:
@@ -495,7 +504,7 @@ def _max_pool_bwd(size: int, stride: int, x: Array, g: Array) -> tuple[Array]:
     return (dx.astype(x.dtype),)
 
 
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+_xla_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def global_average_pool(x: Array) -> Array:
