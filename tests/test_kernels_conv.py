@@ -71,6 +71,23 @@ def test_bfloat16_is_float32_of_rounded_operands_rounded_once():
 
 
 @native
+def test_float32_kernel_of_bfloat16_activations_is_rounded_once_and_gets_float32_gradient():
+    """As if cast to bfloat16 first, but the kernel gradient stays float32 (no bf16 rounding)."""
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 16)).astype(jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 32))
+    g = jax.random.normal(jax.random.key(2), (2, 12, 12, 32)).astype(jnp.bfloat16)
+    args = ((1, 1), ((1, 1), (1, 1)))
+    y, dx, dw = _value_and_grads(lambda x, w: conv.conv2d(x, w, *args), x, w, g)
+    y16, dx16, _ = _value_and_grads(lambda x, w: conv.conv2d(x, w, *args), x, w.astype(x.dtype), g)
+    assert (y.dtype, dx.dtype, dw.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
+    np.testing.assert_array_equal(y, y16)
+    np.testing.assert_array_equal(dx, dx16)
+    f32 = lambda a: a.astype(jnp.float32)
+    _, _, expected = _value_and_grads(lambda x, w: _lax(x, w, *args), f32(x), w, f32(g))
+    np.testing.assert_allclose(dw, expected, rtol=1e-4, atol=1e-4 * float(jnp.abs(expected).max()))
+
+
+@native
 def test_vmap_loops_over_the_mapped_axis():
     x = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 4))
     w = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))

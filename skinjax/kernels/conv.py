@@ -6,10 +6,11 @@ the bfloat16 dot-product instructions of AVX-512 and AMX processors, about twice
 Models call `conv2d` where `supports` holds (see `onednn.available`), elsewhere
 `jax.lax.conv_general_dilated`.
 
-Products accumulate in float32 and are rounded to the operands' dtype, as XLA's own
+Products accumulate in float32 and are rounded to the activations' dtype, as XLA's own
 convolution and torch.autocast do: with bfloat16 operands, returning float32 instead
 made the ResNet-50 train step 7% slower (BatchNorm then reads twice the bytes). The
-kernel gradient accumulates in float32 before it is cast to the kernel's dtype.
+kernel gradient accumulates in float32 and is returned in the kernel's dtype: a float32
+kernel of bfloat16 activations gets its float32 gradient, never rounded to bfloat16.
 """
 
 from __future__ import annotations
@@ -30,14 +31,18 @@ _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 
 def supports(x: Array, w: Array, feature_group_count: int, dilations: Sequence) -> bool:
-    """Whether `conv2d` computes this convolution: 2D, no groups or dilation, f32/bf16."""
+    """Whether `conv2d` computes this convolution: 2D, no groups or dilation, f32/bf16.
+
+    The kernel is in ``x``'s dtype or float32 (a float32 parameter with bfloat16
+    activations: oneDNN casts it as it reorders it, so no cast runs before).
+    """
     return (
         x.ndim == 4
         and w.ndim == 4
         and feature_group_count == 1
         and all(d in (None, (1, 1)) for d in dilations)
-        and x.dtype == w.dtype
         and x.dtype in _DTYPES
+        and w.dtype in (x.dtype, jnp.dtype(jnp.float32))
         and onednn.available()
     )
 

@@ -60,14 +60,16 @@ std::unique_ptr<Plan> MakePlan(const Problem& p) {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // thread-safe concurrent calls
   const memory::desc src(p.src, p.src_type, Tag::nhwc);
   const memory::desc dst(p.dst, p.dst_type, Tag::nhwc);
-  const memory::desc any_weights(p.weights, p.weights_type, Tag::any);
+  const bool weights_out = p.pass == Pass::kBackwardWeights;
+  // Kernels multiply in the activations' dtype: a float32 kernel given with bfloat16
+  // activations becomes bfloat16 in the reorder to oneDNN's layout. The kernel gradient
+  // is written in the dtype asked for (float32 for bfloat16 activations, too).
+  const memory::desc any_weights(p.weights, weights_out ? p.weights_type : p.src_type,
+                                 Tag::any);
   auto plan = std::make_unique<Plan>();
   plan->user_weights = memory::desc(p.weights, p.weights_type, Tag::hwio);
-  const bool weights_out = p.pass == Pass::kBackwardWeights;
-  // The forward descriptor, which the backward passes take as a hint. A float32 kernel
-  // gradient of bfloat16 activations is hinted by the bfloat16 forward convolution.
-  const memory::desc hint_weights(p.weights, weights_out ? p.src_type : p.weights_type,
-                                  Tag::any);
+  // The forward descriptor, which the backward passes take as a hint.
+  const memory::desc hint_weights(p.weights, p.src_type, Tag::any);
   dnnl::primitive_attr forward_attr = attr;
   dnnl::post_ops epilogue;
   if (p.residual) epilogue.append_binary(dnnl::algorithm::binary_add, dst);

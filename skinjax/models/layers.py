@@ -117,15 +117,15 @@ def add_relu(y: Array, residual: Array | None, relu: bool) -> Array:
 
 
 def conv2d(x: Array, kernel: Array, strides: tuple[int, int], padding, groups: int = 1) -> Array:
-    """An NHWC x HWIO convolution with explicit padding, on the fastest form per case.
+    """An NHWC x HWIO convolution with explicit padding in ``x``'s dtype, on the fastest form.
 
+    - 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for the
+      CPU; bfloat16 ones 2x faster than XLA's), which takes a float32 kernel as it is.
     - Depthwise convolutions become sums of k*k shifted products, which XLA fuses into
       one loop: XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower
       backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
       function on every backend.
-    - Others go to oneDNN where `kernels.conv.supports` them (tracing for the CPU;
-      bfloat16 ones 2x faster than XLA's).
-    - Elsewhere 1x1 convolutions without padding are matmuls over the channel axis,
+    - 1x1 convolutions without padding are matmuls over the channel axis,
       returned in float32 (see `matmul`): XLA's own 1x1 convolution is slower than that
       matmul on CPU, most in the backward pass (a train step 1.8x), and the matmul is as
       fast on GPU and TPU.
@@ -133,10 +133,11 @@ def conv2d(x: Array, kernel: Array, strides: tuple[int, int], padding, groups: i
     """
     (kh, kw, per_group, out), channels = kernel.shape, x.shape[-1]
     padding = tuple(map(tuple, padding))
-    if groups == channels and per_group == 1 and out == channels:
-        return _shifted_sum_depthwise(x, kernel, strides, padding)
     if conv.supports(x, kernel, groups, ()):
         return conv.conv2d(x, kernel, tuple(strides), padding)
+    kernel = kernel.astype(x.dtype)
+    if groups == channels and per_group == 1 and out == channels:
+        return _shifted_sum_depthwise(x, kernel, strides, padding)
     if (kh, kw, groups) == (1, 1, 1) and padding == ((0, 0), (0, 0)):
         # A strided 1x1 convolution without padding reads every stride-th pixel; a
         # 2D matmul, as a dot on the 4D array is up to 3x slower backward on CPU.
@@ -161,14 +162,16 @@ def _convolve(
     groups: int,
     epilogue: Epilogue | None,
 ) -> Array:
-    """``layer``'s convolution of `x` by `kernel`, plus its bias, then `epilogue`."""
+    """``layer``'s convolution of `x` by `kernel`, plus its bias, then `epilogue`.
+
+    The kernel stays in its parameter dtype: `conv2d` casts it where it is needed.
+    """
     bias = None if layer.bias is None else layer.bias[...]
+    x = x.astype(layer.dtype)
     if epilogue is None:
-        x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
         y = conv2d(x, kernel, strides, padding, groups)
-        return y if bias is None else y + bias
+        return y if bias is None else y + bias.astype(y.dtype)
     kernel, shift = epilogue.fold(kernel, bias)
-    x, kernel = layer.promote_dtype((x, kernel), dtype=layer.dtype)
     if conv.supports(x, kernel, groups, ()):
         residual = epilogue.residual
         residual = None if residual is None else residual.astype(x.dtype)
