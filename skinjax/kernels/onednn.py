@@ -80,7 +80,11 @@ def loaded() -> ctypes.CDLL:
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Traces `jax.lax` code inside: for artifacts that must run without skinjax."""
+    """Traces `jax.lax` code inside: for artifacts that must run without skinjax.
+
+    It decides what is traced, not what runs: a function jitted and called before keeps
+    its cached trace for the same shapes, so wrap a new function (or trace anew) inside.
+    """
     previous = _state["enabled"]
     _state["enabled"] = False
     try:
