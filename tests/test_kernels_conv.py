@@ -162,3 +162,10 @@ def test_conv_with_bias_residual_and_relu_matches_lax(residual, relu):
     grads = lambda fn: jax.grad(lambda *a: jnp.sum(fn(*a) * g), argnums)(x, w, bias, r)
     check = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     jax.tree.map(check, grads(ours), grads(expected))
+
+
+@native
+def test_a_bias_that_does_not_match_the_output_channels_is_an_error():
+    x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 8))
+    with pytest.raises(Exception, match="bias per output channel"):
+        jax.block_until_ready(conv.conv2d_bias(x, w, jnp.ones(5), (1, 1), ((1, 1), (1, 1))))

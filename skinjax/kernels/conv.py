@@ -3,7 +3,8 @@
 XLA:CPU converts bfloat16 convolutions to float32 ones and runs their weight gradient
 at about half a matmul's rate; oneDNN's convolutions (the ones torch runs on CPU) use
 the bfloat16 dot-product instructions of AVX-512 and AMX processors, about twice as fast.
-Models call `conv2d` where `supports` holds (see `onednn.available`), elsewhere
+Models call `conv2d` (and for inference `conv2d_bias`, which adds a bias, a residual
+and a ReLU in the same call) where `supports` holds (see `onednn.available`), elsewhere
 `jax.lax.conv_general_dilated`.
 
 Products accumulate in float32 and are rounded to the activations' dtype, as XLA's own

@@ -216,12 +216,15 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::RemainingArgs extras
     const auto buffer = extras.get<ffi::AnyBuffer>(i);
     if (buffer.has_error()) return buffer.error();
     const bool bias = i == 0;
-    const bool valid = bias ? buffer->element_type() == ffi::DataType::F32
-                            : buffer->element_type() == y->element_type() &&
-                                  buffer->size_bytes() == y->size_bytes();
+    const auto dims = y->dimensions();
+    const bool valid =
+        bias ? buffer->element_type() == ffi::DataType::F32 && dims.size() == 4 &&
+                   static_cast<int64_t>(buffer->element_count()) == dims[3]
+             : buffer->element_type() == y->element_type() &&
+                   buffer->size_bytes() == y->size_bytes();
     if (!valid) {
       return ffi::Error::InvalidArgument(
-          "onednn conv: the bias must be float32 and the residual like the result");
+          "onednn conv: a float32 bias per output channel, a residual like the result");
     }
     (bias ? epilogue.bias : epilogue.residual) = buffer->untyped_data();
   }

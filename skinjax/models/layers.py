@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ from skinjax.kernels import batch_norm, conv, pool
 
 Array = jax.Array
 Activation = Callable[[Array], Array]
+Padding = Sequence[tuple[int, int]]  # (low, high) per spatial axis
 
 _DRAW = 1 << 18  # normals drawn per random call in `conv_init`
 
@@ -116,7 +117,9 @@ def add_relu(y: Array, residual: Array | None, relu: bool) -> Array:
     return jax.nn.relu(y) if relu else y
 
 
-def conv2d(x: Array, kernel: Array, strides: tuple[int, int], padding, groups: int = 1) -> Array:
+def conv2d(
+    x: Array, kernel: Array, strides: tuple[int, int], padding: Padding, groups: int = 1
+) -> Array:
     """An NHWC x HWIO convolution with explicit padding in ``x``'s dtype, on the fastest form.
 
     - 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for the
@@ -158,7 +161,7 @@ def _convolve(
     x: Array,
     kernel: Array,
     strides: tuple[int, int],
-    padding,
+    padding: Padding,
     groups: int,
     epilogue: Epilogue | None,
 ) -> Array:
