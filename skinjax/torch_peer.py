@@ -164,11 +164,12 @@ def _serve(model_name: str, kwargs: dict) -> None:
         send({"error": repr(e)[:300]})
         return
     send({"model": peer.model})
+    run = {"train": peer.train, "eval": peer.eval}
     for line in sys.stdin:
         try:
-            getattr(peer, line.strip())()
+            run[line.strip()]()
             send({})
-        except Exception as e:
+        except Exception as e:  # an unknown step is a KeyError naming it
             send({"error": repr(e)[:300]})
 
 

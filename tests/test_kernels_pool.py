@@ -60,3 +60,15 @@ def test_unsupported_inputs_keep_xla():
     assert not pool.supports(jnp.ones((8, 8, 4)))
     with onednn.disabled():
         assert not pool.supports(jnp.ones((2, 8, 8, 4)))
+
+
+@native
+def test_a_window_or_stride_below_one_is_an_error():
+    x = jnp.ones((2, 8, 8, 4))
+    with pytest.raises(ValueError, match="size and stride must be positive"):
+        pool.max_pool(x, 3, 0)
+    with pytest.raises(ValueError, match="size and stride must be positive"):
+        jax.grad(lambda x: jnp.sum(pool.max_pool(x, 0, 2)))(x)
+    # The extension itself refuses the problem too, as a ValueError naming the shape.
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 8, 4\)"):
+        onednn.workspace_bytes("MaxPoolWorkspaceBytes", (2, 8, 8, 4), 3, 0, False)

@@ -10,7 +10,6 @@ Models call `batch_norm` where `supports` holds (see `onednn.available`), elsewh
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import jax
@@ -21,24 +20,10 @@ from skinjax.kernels import onednn
 
 Array = jax.Array
 
-_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-
 
 def supports(x: Array) -> bool:
     """Whether `batch_norm` normalizes this input: NHWC, float32 or bfloat16."""
-    return x.ndim == 4 and x.dtype in _DTYPES and onednn.available()
-
-
-@functools.cache
-def _workspace_bytes(shape: tuple[int, ...], bfloat16: bool) -> int:
-    """The size of the ReLU mask oneDNN keeps from the forward pass for the backward one."""
-    query = onednn.loaded().BatchNormWorkspaceBytes
-    query.restype = ctypes.c_int64
-    query.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_bool]
-    size = query(*shape, bfloat16)
-    if size < 0:
-        raise ValueError(f"oneDNN cannot normalize an input of shape {shape}")
-    return size
+    return onednn.takes(x)
 
 
 def _stats(x: Array) -> jax.ShapeDtypeStruct:
@@ -59,7 +44,8 @@ def batch_norm(
 
 def _batch_norm_fwd(x, scale, bias, epsilon, relu):
     onednn.loaded()
-    workspace = _workspace_bytes(x.shape, x.dtype == jnp.bfloat16) if relu else 0
+    bfloat16 = x.dtype == jnp.bfloat16
+    workspace = onednn.workspace_bytes("BatchNormWorkspaceBytes", x.shape, bfloat16) if relu else 0
     outputs = (
         jax.ShapeDtypeStruct(x.shape, x.dtype),
         _stats(x),

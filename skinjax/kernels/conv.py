@@ -17,7 +17,6 @@ kernel of bfloat16 activations gets its float32 gradient, never rounded to bfloa
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +27,9 @@ from skinjax.kernels import onednn
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
-_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
-
-def supports(x: Array, w: Array, feature_group_count: int, dilations: Sequence) -> bool:
-    """Whether `conv2d` computes this convolution: 2D, no groups or dilation, f32/bf16.
+def supports(x: Array, w: Array, feature_group_count: int) -> bool:
+    """Whether `conv2d` computes this convolution: 2D, undilated, no groups, f32/bf16.
 
     The kernel is in ``x``'s dtype or float32 (a float32 parameter with bfloat16
     activations: oneDNN casts it as it reorders it, so no cast runs before).
@@ -41,8 +38,7 @@ def supports(x: Array, w: Array, feature_group_count: int, dilations: Sequence) 
         x.ndim == 4
         and w.ndim == 4
         and feature_group_count == 1
-        and all(d in (None, (1, 1)) for d in dilations)
-        and x.dtype in _DTYPES
+        and x.dtype in onednn.DTYPES
         and w.dtype in (x.dtype, jnp.dtype(jnp.float32))
         and onednn.available()
     )

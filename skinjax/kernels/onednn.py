@@ -18,7 +18,10 @@ import os
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 
+# The activation dtypes the handlers take.
+DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 # The FFI handlers the extension exports; each is registered as the target `target(name)`.
 HANDLERS = (
     "ConvForward",
@@ -96,3 +99,27 @@ def disabled() -> Iterator[None]:
 def available() -> bool:
     """Whether kernels traced now go to oneDNN."""
     return _state["enabled"] and jax.default_backend() == "cpu" and library() is not None
+
+
+def takes(x: jax.Array) -> bool:
+    """Whether NHWC activations ``x`` traced now go to oneDNN: rank 4, float32 or bfloat16."""
+    return x.ndim == 4 and x.dtype in DTYPES and available()
+
+
+@functools.cache
+def workspace_bytes(query: str, shape: tuple[int, ...], *options: int | bool) -> int:
+    """The bytes of the workspace (a forward pass leaves it for the backward one) that the
+    extension's ``query`` function reports for NHWC ``shape`` and its options.
+
+    Raises ValueError naming the shape where oneDNN cannot run that problem.
+    """
+    function = getattr(loaded(), query)
+    function.restype = ctypes.c_int64
+    arguments = (*shape, *options)
+    function.argtypes = [
+        ctypes.c_bool if isinstance(a, bool) else ctypes.c_int64 for a in arguments
+    ]
+    size = function(*arguments)
+    if size < 0:
+        raise ValueError(f"oneDNN cannot run {query} for an input of shape {shape}")
+    return size

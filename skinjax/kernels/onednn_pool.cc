@@ -75,8 +75,9 @@ ffi::Error Run(const ffi::AnyBuffer& x, int64_t size, int64_t stride, bool train
                void* workspace, size_t workspace_bytes, Make make, Args args) {
   const auto d = x.dimensions();
   const Type type = ToDnnl(x.element_type());
-  if (d.size() != 4 || type == Type::undef) {
-    return ffi::Error::InvalidArgument("onednn max pool: a float32 or bfloat16 NHWC input");
+  if (d.size() != 4 || type == Type::undef || size < 1 || stride < 1) {
+    return ffi::Error::InvalidArgument(
+        "onednn max pool: a float32 or bfloat16 NHWC input, a positive size and stride");
   }
   const Problem problem{{d[0], d[3], d[1], d[2]}, type, size, stride, training};
   return RunCached<PlanType>(problem, make, workspace, workspace_bytes, args);
@@ -110,6 +111,7 @@ ffi::Error Backward(ffi::AnyBuffer dy, ffi::AnyBuffer workspace, ffi::Result<ffi
 // gradient, for the caller to allocate; -1 if oneDNN cannot pool this problem.
 extern "C" int64_t MaxPoolWorkspaceBytes(int64_t n, int64_t h, int64_t w, int64_t c,
                                          int64_t size, int64_t stride, bool bfloat16) {
+  if (size < 1 || stride < 1) return -1;
   try {
     const auto pd = skinjax::ForwardDesc(
         {{n, c, h, w}, bfloat16 ? Type::bf16 : Type::f32, size, stride, true});

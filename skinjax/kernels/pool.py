@@ -9,7 +9,6 @@ the first of tied maxima, as torch's does. Models call `max_pool` where `support
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import jax
@@ -19,12 +18,10 @@ from skinjax.kernels import onednn
 
 Array = jax.Array
 
-_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-
 
 def supports(x: Array) -> bool:
     """Whether `max_pool` pools this input: NHWC, float32 or bfloat16."""
-    return x.ndim == 4 and x.dtype in _DTYPES and onednn.available()
+    return onednn.takes(x)
 
 
 def _output_shape(x: Array, size: int, stride: int) -> tuple[int, ...]:
@@ -33,21 +30,13 @@ def _output_shape(x: Array, size: int, stride: int) -> tuple[int, ...]:
     return (n, (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1, c)
 
 
-@functools.cache
-def _workspace_bytes(shape: tuple[int, ...], size: int, stride: int, bfloat16: bool) -> int:
-    query = onednn.loaded().MaxPoolWorkspaceBytes
-    query.restype = ctypes.c_int64
-    query.argtypes = [ctypes.c_int64] * 6 + [ctypes.c_bool]
-    workspace = query(*shape, size, stride, bfloat16)
-    if workspace < 0:
-        raise ValueError(f"oneDNN cannot max-pool an input of shape {shape}")
-    return workspace
-
-
 def _forward(x: Array, size: int, stride: int, training: bool) -> tuple[Array, Array]:
     onednn.loaded()
+    if size < 1 or stride < 1:
+        raise ValueError(f"max pool size and stride must be positive, not {size} and {stride}")
     bfloat16 = x.dtype == jnp.bfloat16
-    workspace = _workspace_bytes(x.shape, size, stride, bfloat16) if training else 0
+    query = "MaxPoolWorkspaceBytes"
+    workspace = onednn.workspace_bytes(query, x.shape, size, stride, bfloat16) if training else 0
     outputs = (
         jax.ShapeDtypeStruct(_output_shape(x, size, stride), x.dtype),
         jax.ShapeDtypeStruct((workspace,), jnp.uint8),

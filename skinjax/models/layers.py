@@ -136,7 +136,7 @@ def conv2d(
     """
     (kh, kw, per_group, out), channels = kernel.shape, x.shape[-1]
     padding = tuple(map(tuple, padding))
-    if conv.supports(x, kernel, groups, ()):
+    if conv.supports(x, kernel, groups):
         return conv.conv2d(x, kernel, tuple(strides), padding)
     kernel = kernel.astype(x.dtype)
     if groups == channels and per_group == 1 and out == channels:
@@ -175,7 +175,7 @@ def _convolve(
         y = conv2d(x, kernel, strides, padding, groups)
         return y if bias is None else y + bias.astype(y.dtype)
     kernel, shift = epilogue.fold(kernel, bias)
-    if conv.supports(x, kernel, groups, ()):
+    if conv.supports(x, kernel, groups):
         residual = epilogue.residual
         residual = None if residual is None else residual.astype(x.dtype)
         return conv.conv2d_bias(
