@@ -3,6 +3,7 @@ confusion-matrix plots to W/eval_<split>/.
 
     python scripts/evaluate.py --workdir W [--split val|test] [--data.dir D ...]
     python scripts/evaluate.py --workdir W --ensemble W2,W3   # average probabilities
+    python scripts/evaluate.py --workdir W --noreweight       # not reweighted by class priors
 
 --data.* fields override the training run's data section, e.g. --data.dir for external
 validation on another collection laid out the same way (fields left at their defaults
@@ -26,6 +27,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split to evaluate: train, val or test.")
 _ENSEMBLE = flags.DEFINE_list("ensemble", [], "More work directories to average with.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default W/eval_<split>).")
+_REWEIGHT = flags.DEFINE_bool(
+    "reweight",
+    None,
+    "Divide the probabilities by the training class frequencies (default: the run's "
+    "eval.reweight_by_inverse_frequency).",
+)
 _DATA = config_flags.DEFINE_config_dict("data", base_config.data_config())
 flags.mark_flag_as_required("workdir")
 
@@ -41,8 +48,9 @@ def main(argv):
         split=_SPLIT.value,
         data_overrides=overrides,
         out_dir=_OUT.value,
+        reweight=_REWEIGHT.value,
     )
-    names = ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "f1")
+    names = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity")
     print(" ".join(f"{n}={result[n]:.4f}" for n in names))
 
 

@@ -97,6 +97,22 @@ def test_unknown_stage_names_are_refused(config, tmp_path):
         loop.Trainer(config, str(tmp_path))
 
 
+def test_validation_scores_the_reweighted_probabilities(config, tmp_path):
+    """With reweighting on, checkpoints are chosen on the probabilities evaluate.py reports."""
+    config.eval.reweight_by_inverse_frequency = True
+    trainer = loop.Trainer(config, str(tmp_path))
+    trainer.class_counts = np.array([3, 1])
+
+    def constant_eval_fn(state, batch):
+        probs = np.tile(np.float32([0.6, 0.4]), (len(batch["index"]), 1))
+        return {"index": batch["index"], "mask": batch["mask"], "probs": probs}
+
+    scalars = trainer.validate(constant_eval_fn, state=None)
+    # 0.6 / 3 < 0.4 / 1: reweighted, every image is called malignant (raw: every one benign).
+    assert scalars["sensitivity"] == 1.0 and scalars["specificity"] == 0.0
+    assert scalars["loss"] == pytest.approx(-np.mean(np.log([0.6, 0.4])), rel=1e-6)
+
+
 def test_evaluate_writes_metrics_and_plots(config, tmp_path):
     config.stages = {"stage1": config.stages.stage2}
     config.stages.stage1.num_epochs = 1.0

@@ -57,11 +57,17 @@ def evaluate(
     split: str,
     data_overrides: dict | None = None,
     out_dir: str | None = None,
+    reweight: bool | None = None,
 ) -> dict:
-    """Writes metrics.json and plots for ``split`` into ``out_dir``; returns the metrics."""
+    """Writes metrics.json and plots for ``split`` into ``out_dir``; returns the metrics.
+
+    ``reweight`` overrides the run's ``eval.reweight_by_inverse_frequency``.
+    """
     config, run = trained.load_run(workdirs[0])
     if data_overrides:
         config.data.update(data_overrides)
+    if reweight is not None:
+        config.eval.reweight_by_inverse_frequency = reweight
     parts = prepare.prepare(config.data)
     if split not in parts:
         raise ValueError(f"split {split!r} not in this collection's splits {sorted(parts)}")
@@ -94,6 +100,7 @@ def evaluate(
         split=split,
         num_examples=len(collection),
         classes=list(collection.classes),
+        reweighted_by_inverse_frequency=bool(config.eval.reweight_by_inverse_frequency),
         workdirs=list(workdirs),
         data_dir=config.data.dir,
     )
