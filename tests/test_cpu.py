@@ -1,5 +1,6 @@
 """cpu.keep_freed_memory: a thread's second large allocation reuses the first one's pages."""
 
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ import ctypes, ctypes.util, resource, sys, threading
 from skinjax import cpu
 if sys.argv[1] == "keep":
     assert cpu.keep_freed_memory()
+if sys.argv[1] == "opted_out":
+    assert not cpu.keep_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -32,8 +35,9 @@ print(faults[1])
 
 
 def _second_round_faults(mode: str) -> int:
+    env = dict(os.environ, SKINJAX_KEEP_FREED_MEMORY="0" if mode == "opted_out" else "1")
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, check=True, env=env
     )
     return int(result.stdout)
 
@@ -43,3 +47,4 @@ def test_second_allocation_does_not_page_fault():
     pages = (256 << 20) // 4096
     assert _second_round_faults("default") > pages // 2  # the problem is reproduced
     assert _second_round_faults("keep") < pages // 100
+    assert _second_round_faults("opted_out") > pages // 2  # SKINJAX_KEEP_FREED_MEMORY=0

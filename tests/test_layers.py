@@ -120,3 +120,41 @@ def test_bfloat16_folding_stays_within_bfloat16_rounding():
     expected = unit32(x.astype(jnp.bfloat16).astype(jnp.float32))
     # The folded kernel is rounded to bfloat16 once, as the unfolded one is.
     np.testing.assert_allclose(got.astype(jnp.float32), expected, rtol=2**-6, atol=2**-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(("kernel_size", "stride"), [(3, 1), (5, 2)])
+def test_depthwise_shifted_sum_matches_lax_convolution(dtype, kernel_size, stride):
+    """Values and gradients, accumulated in float32: one bfloat16 rounding of the result."""
+    channels, pad = 6, kernel_size // 2
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, channels)).astype(dtype)
+    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 1, channels))
+    padding = ((pad, pad), (pad, pad))
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x.astype(jnp.float32),
+            kernel,
+            (stride, stride),
+            padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=channels,
+            precision="highest",
+        )
+
+    def ours(x, kernel):
+        return layers.conv2d(x, kernel, (stride, stride), padding, groups=channels)
+
+    y = ours(x, kernel)
+    assert y.dtype == dtype
+    g = jax.random.normal(jax.random.key(2), y.shape)
+    want = reference(x, kernel)
+    rtol = 1e-5 if dtype == jnp.float32 else 2**-8  # bfloat16: the result's rounding only
+    np.testing.assert_allclose(np.float32(y), want, rtol=rtol, atol=rtol * np.abs(want).max())
+    dx, dk = jax.grad(lambda x, k: jnp.sum(ours(x, k).astype(jnp.float32) * g), (0, 1))(x, kernel)
+    want_dx, want_dk = jax.grad(lambda x, k: jnp.sum(reference(x, k) * g), (0, 1))(x, kernel)
+    assert dx.dtype == dtype and dk.dtype == jnp.float32
+    # Both input gradients are rounded to bfloat16 from float32 sums: one unit apart at most.
+    np.testing.assert_allclose(np.float32(dx), want_dx, atol=2 * rtol * np.abs(want_dx).max())
+    # The kernel gradient is float32, from the output gradient rounded to bfloat16.
+    np.testing.assert_allclose(dk, want_dk, atol=max(rtol, 1e-5) * np.abs(want_dk).max())

@@ -128,3 +128,27 @@ def test_two_processes_train_in_lockstep_like_one(runs):
     for leaf in state.files:
         np.testing.assert_array_equal(state[leaf], other[leaf], err_msg=leaf)
     _assert_same_training(first, runs["mesh1"], "2 processes")
+
+
+class _Step:
+    """A stand-in for a dispatched step's outputs that records when it is waited for."""
+
+    def __init__(self, log: list, name: str):
+        self.log, self.name = log, name
+
+    def block_until_ready(self):
+        self.log.append(self.name)
+        return self
+
+
+def test_in_flight_waits_for_the_step_beyond_its_limit():
+    from skinjax.parallel import InFlight
+
+    waited: list[str] = []
+    in_flight = InFlight(limit=2)
+    for name in "abcde":
+        in_flight.add(_Step(waited, name))
+        assert len(waited) == max(0, "abcde".index(name) - 1)
+    assert waited == ["a", "b", "c"]  # oldest first; d and e may still run
+    with pytest.raises(ValueError, match="at least one step"):
+        InFlight(limit=0)

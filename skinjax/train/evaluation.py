@@ -9,7 +9,7 @@ import numpy as np
 
 from skinjax.data import pipeline
 from skinjax.data.sources import Collection
-from skinjax.parallel import Placement
+from skinjax.parallel import InFlight, Placement
 
 
 def predict(
@@ -24,8 +24,8 @@ def predict(
 ) -> np.ndarray:
     """[len(collection), num_classes] probabilities, each example exactly once.
 
-    Device outputs are collected without waiting and fetched once at the end, so the
-    host keeps feeding batches while the device computes.
+    Device outputs are fetched once at the end; the host reads and enqueues the next
+    batch while the device computes one (`parallel.InFlight`).
     """
     local_batch = batch_size // jax.process_count()
     ds = pipeline.eval_dataset(
@@ -36,7 +36,10 @@ def predict(
         process_count=jax.process_count(),
         read_threads=read_threads,
     )
-    outputs = [eval_fn(state, placement.put_batch(batch)) for batch in ds]
+    outputs, in_flight = [], InFlight()
+    for batch in ds:
+        outputs.append(eval_fn(state, placement.put_batch(batch)))
+        in_flight.add(outputs[-1])
     gathered = placement.gather(outputs)
     index = np.concatenate([o["index"] for o in gathered])
     mask = np.concatenate([o["mask"] for o in gathered])

@@ -172,15 +172,17 @@ def run_steps(
 ):
     """The one loop: steps from the state's step to ``end``, for every model and task.
 
-    ``train_fn(state, batch) -> (state, {name: clu metric})`` is enqueued without waiting;
-    the host waits for the device only when it logs the accumulated metrics (every
-    ``every.log`` steps), evaluates (``evaluate(step, state) -> (state, stop)``) or saves
+    ``train_fn(state, batch) -> (state, {name: clu metric})`` is enqueued one step
+    ahead (`parallel.InFlight`): the host prepares the next batch while a step runs. It
+    reads results back only when it logs the accumulated metrics (every ``every.log``
+    steps), evaluates (``evaluate(step, state) -> (state, stop)``) or saves
     (``save(step, state, done)``), and always at the end or an early stop.
     """
     step = int(placement.unreplicate(state.step))
-    accumulated = None
+    accumulated, in_flight = None, parallel.InFlight()
     while step < end:
         state, step_metrics = train_fn(state, placement.put_batch(next(batches)))
+        in_flight.add(step_metrics)
         step += 1
         accumulated = (
             step_metrics
