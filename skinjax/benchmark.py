@@ -215,17 +215,24 @@ def end_to_end(
     """The training loop's throughput against its step alone, in alternating rounds.
 
     ``end_to_end`` feeds ``num_steps`` batches from ``batches`` (the input pipeline) as
-    the loop does, enqueueing each step without waiting and blocking once at the end;
+    the loop does, one step in flight (`parallel.InFlight`), blocking at the end;
     ``step`` runs as many steps on one resident batch. Their ratio is what the input
     side costs the loop.
     """
     next(batches)  # pipeline start-up (threads, worker processes) is not throughput
 
+    def run(step: Callable[[], object]):
+        in_flight = parallel.InFlight()
+        for _ in range(num_steps):
+            outputs = step()
+            in_flight.add(outputs)
+        return outputs
+
     def fed():
-        return [steps.train_on(next(batches)) for _ in range(num_steps)][-1]
+        return run(lambda: steps.train_on(next(batches)))
 
     def resident():
-        return [steps.train() for _ in range(num_steps)][-1]
+        return run(steps.train)
 
     fns = {"end_to_end": fed, "step": resident}
     return time_alternating(fns, repeats=rounds, batch=batch * num_steps)
