@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from skinjax import metrics
 from skinjax.data import pipeline
 from skinjax.data.sources import Collection
 from skinjax.parallel import InFlight, Placement
@@ -49,6 +50,12 @@ def predict(
     if not np.array_equal(np.sort(index[mask]), np.arange(len(collection))):
         raise RuntimeError("evaluation did not visit every example exactly once")
     return result
+
+
+def scored(probs: np.ndarray, class_counts, *, reweight: bool) -> np.ndarray:
+    """The probabilities that metrics and checkpoint choice see, in training and in reports:
+    divided by the training class frequencies when ``reweight`` (Steppan & Hanke)."""
+    return metrics.reweight_by_inverse_frequency(probs, class_counts) if reweight else probs
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -291,12 +291,12 @@ class Trainer:
             read_threads=self.config.data.read_threads,
         )
         labels = self.val_set.labels
-        loss = evaluation.log_loss(probs, labels)  # of the model's own outputs
-        if self.config.eval.reweight_by_inverse_frequency:  # score what evaluate.py reports
-            probs = metrics.reweight_by_inverse_frequency(probs, self.class_counts)
-        result = metrics.classification_metrics(probs, labels)
+        reweight = self.config.eval.reweight_by_inverse_frequency
+        result = metrics.classification_metrics(
+            evaluation.scored(probs, self.class_counts, reweight=reweight), labels
+        )
         scalars = {k: float(v) for k, v in result.items() if np.ndim(v) == 0}
-        scalars["loss"] = loss
+        scalars["loss"] = evaluation.log_loss(probs, labels)  # of the model's own outputs
         return scalars
 
     def host(self, tree):

@@ -77,9 +77,9 @@ def evaluate(
 
     def probabilities(part: Collection) -> np.ndarray:
         probs = np.mean([predict_workdir(w, part) for w in workdirs], axis=0)
-        if config.eval.reweight_by_inverse_frequency:
-            probs = metrics.reweight_by_inverse_frequency(probs, run["class_counts"])
-        return probs
+        return evaluation.scored(
+            probs, run["class_counts"], reweight=config.eval.reweight_by_inverse_frequency
+        )
 
     probs, labels = probabilities(collection), collection.labels
     binary = probs.shape[1] == 2
