@@ -27,11 +27,12 @@ import dataclasses
 import json
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from skinjax import benchmark, cpu, logs
+from skinjax import benchmark, cli, cpu, logs
 from skinjax.data import augment, pipeline, sources
+from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -140,12 +141,7 @@ def _end_to_end(config, steps, collection, batch: int, common: dict, rows: list[
     """The training loop's feeding against the step alone (--input)."""
     batches = iter(
         pipeline.train_dataset(
-            collection,
-            batch_size=batch,
-            image_size=config.data.image_size,
-            seed=0,
-            read_threads=config.data.read_threads,
-            worker_count=config.data.worker_count,
+            collection, ReadOptions.from_config(config.data), batch_size=batch, seed=0
         )
     )
     t = benchmark.end_to_end(steps, batches, num_steps=10, rounds=_REPEATS.value, batch=batch)
@@ -305,4 +301,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,10 +18,10 @@ import sys
 # Configs import each other as `configs.x`: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from skinjax import cam_crop, cpu, logs, trained
+from skinjax import cam_crop, cli, cpu, logs, trained
 from skinjax import config as base_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Stage-1 training work directory.")
@@ -44,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

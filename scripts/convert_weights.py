@@ -7,9 +7,9 @@ Reads torchvision `.pth` files (needs torch, a dev dependency) and `.safetensors
 Training then restores the backbone with `skinjax.weights.load_backbone` without torch.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from skinjax import weights
+from skinjax import cli, weights
 
 _MODEL = flags.DEFINE_string("model", None, "Registered model name, e.g. resnet50.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "A torch state dict: .pth or .safetensors.")
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

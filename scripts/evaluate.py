@@ -16,11 +16,11 @@ import sys
 # Configs import each other as `configs.x`: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from skinjax import cli, cpu, logs
 from skinjax import config as base_config
-from skinjax import cpu, logs
 from skinjax.train import report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

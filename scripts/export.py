@@ -15,9 +15,9 @@ import sys
 # Configs import each other as `configs.x`: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags
+from absl import flags
 
-from skinjax import export, logs
+from skinjax import cli, export, logs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _OUT = flags.DEFINE_string("out", None, "Directory to write the artifact to.")
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import plots, scalars
+from skinjax import cli, plots, scalars
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A training work directory.")
 _METRICS = flags.DEFINE_list("metrics", ["val/roc_auc", "train/loss"], "Scalars to plot.")
@@ -41,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,7 +7,7 @@ Prints, per file, the probability of every class and the predicted class (the mo
 probable one), as CSV (default) or JSON; a folder stands for the files directly in it.
 --gradcam writes a Grad-CAM overlay per image to OUT/<file name>.png. A file that cannot
 be read as an image gets an error (in its row, and on stderr) and the others still run;
-the exit status is then 1.
+the exit status is then 1. A folder with no files is an error (exit status 1).
 """
 
 import os
@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import cpu, logs, predict
+from skinjax import cli, cpu, logs, predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
 _ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
@@ -34,6 +34,7 @@ def main(argv):
         raise app.UsageError("name at least one image file or folder")
     logs.quiet_libraries()
     cpu.keep_freed_memory()  # before the backend starts its threads
+    files = predict.list_files(argv[1:])  # an empty folder is an error: before the model
     model = (
         predict.from_workdir(_WORKDIR.value)
         if _WORKDIR.value
@@ -41,7 +42,7 @@ def main(argv):
     )
     results = predict.predict(
         model,
-        predict.list_files(argv[1:]),
+        files,
         batch_size=_BATCH_SIZE.value,
         gradcam_dir=_GRADCAM.value,
     )
@@ -58,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

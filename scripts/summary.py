@@ -8,11 +8,11 @@ are XLA's count for the compiled eval-mode forward pass (a multiply-add counts t
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from clu import parameter_overview
 from flax import nnx
 
-from skinjax import models
+from skinjax import cli, models
 
 _MODEL = flags.DEFINE_string("model", None, "Registered model name.")
 _IMAGE_SIZE = flags.DEFINE_integer("image-size", 224, "Height and width of the input.")
@@ -41,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -16,9 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from skinjax import cpu, logs, synthesis
+from skinjax import cli, cpu, logs, synthesis
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a CycleGAN run.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the images and CSV files.")
@@ -50,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

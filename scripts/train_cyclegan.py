@@ -15,10 +15,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from skinjax import cpu, logs
+from skinjax import cli, cpu, logs
 from skinjax.train import cyclegan_trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "CycleGAN config file.")
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

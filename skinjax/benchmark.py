@@ -19,6 +19,7 @@ import numpy as np
 
 from skinjax import parallel
 from skinjax.data import augment, pipeline
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.kernels import onednn
 from skinjax.train import classifier, loop, optim
@@ -63,14 +64,10 @@ def pipeline_throughput(
     num_batches: int,
 ) -> float:
     """Images/s of read + decode + resize + batch, from the training pipeline itself."""
-    ds = pipeline.train_dataset(
-        collection,
-        batch_size=batch_size,
-        image_size=image_size,
-        seed=0,
-        worker_count=worker_count,
-        read_threads=read_threads,
+    read = ReadOptions.from_config(
+        {"image_size": image_size, "worker_count": worker_count, "read_threads": read_threads}
     )
+    ds = pipeline.train_dataset(collection, read, batch_size=batch_size, seed=0)
     it = iter(ds)
     next(it)  # start-up (worker processes, first reads) is not throughput
     start = time.perf_counter()

@@ -25,6 +25,7 @@ from PIL import Image
 
 from skinjax import explain
 from skinjax.data import augment, images, pipeline, prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import loop
 from skinjax.trained import Trained
@@ -54,11 +55,7 @@ def boxes(run: Trained, collection: Collection, settings: Mapping[str, Any]) -> 
     method = explain.cam if settings["method"] == "cam" else explain.grad_cam
     dtype = loop.compute_dtype(run.config)
     batches = pipeline.eval_dataset(
-        collection,
-        batch_size=run.config.eval.batch_size,
-        image_size=data.image_size,
-        read_threads=data.read_threads,
-        convert_to_rgb=data.convert_to_rgb,
+        collection, ReadOptions.from_config(data), batch_size=run.config.eval.batch_size
     )
     found: dict[int, explain.Box] = {}
     for batch in batches:
@@ -80,14 +77,15 @@ def write_crops(
     Returns the ``config.data`` fields that read them (`data_config`). The crops are
     resized to the stage-2 image size when read, like any collection.
     """
-    parts = prepare.prepare(run.config.data)
+    parts = prepare.prepare(run.config.data).parts
+    read = ReadOptions.from_config(run.config.data)
     rows = []
     for split, part in sorted(parts.items()):
         for example, box in zip(part.examples, boxes(run, part, settings), strict=True):
             original = images.decode(
                 images.read_file(example.path),
                 example.path,
-                convert_to_rgb=run.config.data.convert_to_rgb,
+                convert_to_rgb=read.convert_to_rgb,
             )
             file = os.path.join("images", f"{example.id}.jpg")
             os.makedirs(os.path.dirname(os.path.join(out_dir, file)), exist_ok=True)

@@ -37,6 +37,7 @@ def data_config() -> ml_collections.ConfigDict:
             image_size=224,
             on_bad_image="error",  # or 'skip': listed in workdir/skipped_files.txt
             convert_to_rgb=False,
+            min_image_size=32,  # a file with a smaller side is a bad image (on_bad_image)
             oversample_ratio=0.0,  # e.g. 1.0: minority classes up to 1:1 (train only)
             read_threads=2,
             worker_count=0,  # grain worker processes for decoding

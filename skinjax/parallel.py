@@ -71,11 +71,12 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(AXIS))
 
 
-def local_batch_size(global_batch: int) -> int:
+def local_batch_size(global_batch: int, name: str = "config.train.batch_size") -> int:
     """This process's share of a global batch, checked to divide evenly over devices."""
-    if global_batch % jax.device_count():
+    if global_batch <= 0 or global_batch % jax.device_count():
         raise ValueError(
-            f"batch size {global_batch} does not divide over {jax.device_count()} devices"
+            f"{name}={global_batch} does not divide over {jax.device_count()} devices; "
+            "make it a positive multiple of the device count"
         )
     return global_batch // jax.process_count()
 

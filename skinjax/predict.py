@@ -21,6 +21,7 @@ import numpy as np
 
 from skinjax import explain, export, trained
 from skinjax.data import images
+from skinjax.data.reading import ReadOptions
 
 OVERLAY_SIZE = 256  # smallest side of a Grad-CAM overlay, in pixels
 
@@ -33,6 +34,11 @@ class Model:
     image_size: int
     classify: Callable[[np.ndarray], tuple[Any, Any]]  # -> (logits, probabilities)
     heatmaps: Callable[[np.ndarray], Any]  # -> Grad-CAM maps [B, S, S] in [0, 1]
+
+    @property
+    def read(self) -> ReadOptions:
+        """Files as training reads them, any colour model converted to RGB."""
+        return ReadOptions.from_config({"image_size": self.image_size, "convert_to_rgb": True})
 
 
 def from_workdir(workdir: str) -> Model:
@@ -59,16 +65,19 @@ def list_files(inputs: Sequence[str]) -> list[str]:
     """The files named and those directly inside the folders named (hidden ones skipped).
 
     Every file of a folder is listed, images or not, so that a stray file gets an
-    error rather than being silently left out.
+    error rather than being silently left out; a folder with no files is an error.
     """
     files = []
     for path in inputs:
         if os.path.isdir(path):
-            files += [
+            found = [
                 os.path.join(path, name)
                 for name in sorted(os.listdir(path))
                 if not name.startswith(".") and os.path.isfile(os.path.join(path, name))
             ]
+            if not found:
+                raise FileNotFoundError(f"{path}: the folder holds no files to predict.")
+            files += found
         else:
             files.append(path)
     return files
@@ -87,10 +96,10 @@ def _overlay_paths(paths: Sequence[str], directory: str) -> Iterator[str]:
         yield os.path.join(directory, f"{name}.png")
 
 
-def _read(path: str, size: int) -> tuple[np.ndarray | None, str]:
+def _read(path: str, read: ReadOptions) -> tuple[np.ndarray | None, str]:
     """(pixels, '') or (None, why the file cannot be used)."""
     try:
-        return images.load(path, size, convert_to_rgb=True), ""
+        return read.load(path), ""
     except images.ImageError as e:
         return None, str(e)
 
@@ -108,7 +117,7 @@ def predict(
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        read = [_read(path, size) for path in chunk]
+        read = [_read(path, model.read) for path in chunk]
         good = [i for i, (_, error) in enumerate(read) if not error]
         if good:
             batch = np.zeros(shape, np.uint8)

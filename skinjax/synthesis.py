@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from skinjax.data import pipeline, prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import IMAGE_EXTENSIONS, Collection, DataError, Example
 from skinjax.train import cyclegan, cyclegan_trainer
 
@@ -50,15 +51,15 @@ def translate_collection(
     collection: Collection,
     translate: Callable[[np.ndarray], jax.Array],
     out_dir: str,
+    read: ReadOptions,
     *,
     label: str,
-    image_size: int,
     batch_size: int,
 ) -> list[dict]:
     """Writes the translation of every image to ``out_dir``; returns their CSV rows."""
     os.makedirs(os.path.join(out_dir, IMAGE_DIR), exist_ok=True)
     rows = []
-    batches = pipeline.eval_dataset(collection, batch_size=batch_size, image_size=image_size)
+    batches = pipeline.eval_dataset(collection, read, batch_size=batch_size)
     for batch in batches:
         real = batch["mask"]
         translated = np.asarray(translate(batch["image"]))[real]
@@ -125,7 +126,7 @@ def synthesize(
     )
     label = label or (config.data.domain_b if direction == "ab" else config.data.domain_a)
     if input_class is not None:
-        parts = prepare.prepare(config.data)
+        parts = prepare.prepare(config.data).parts
         collection = cyclegan_trainer.class_subset(parts["train"], input_class)
     else:
         collection = folder_collection(input_dir)
@@ -133,8 +134,8 @@ def synthesize(
         collection,
         translate,
         out_dir,
+        ReadOptions.from_config(config.data),
         label=label,
-        image_size=config.data.image_size,
         batch_size=batch_size,
     )
     written = [os.path.join(out_dir, SYNTHETIC_CSV)]

@@ -60,9 +60,7 @@ def make_config(folder: str, strategy: str) -> ml_collections.ConfigDict:
 
 def fixed_batches(trainer: loop.Trainer) -> list[dict[str, np.ndarray]]:
     """``NUM_STEPS`` global batches, the same in every process whatever its index."""
-    ds = pipeline.train_dataset(
-        trainer.train_set, batch_size=GLOBAL_BATCH, image_size=IMAGE_SIZE, seed=0
-    )
+    ds = pipeline.train_dataset(trainer.train_set, trainer.read, batch_size=GLOBAL_BATCH, seed=0)
     batches = iter(ds)
     return [next(batches) for _ in range(NUM_STEPS)]
 
@@ -99,9 +97,8 @@ def run(folder: str, strategy: str, devices: Sequence[jax.Device], out: str) -> 
         state,
         trainer.val_set,
         placement,
+        trainer.read,
         batch_size=GLOBAL_BATCH,
-        image_size=IMAGE_SIZE,
-        read_threads=1,
     )
     host = placement.unreplicate(state)
     path = os.path.join(out, f"{strategy}{len(devices)}.npz")

@@ -266,8 +266,8 @@ def test_synthesize_a_class_writes_collections_the_data_layer_reads(trained, tmp
     with Image.open(synthetic.paths[0]) as image:
         assert image.size == (32, 32) and image.mode == "RGB"
     data = dict(source="csv", dir=str(out), **csv)
-    real = prepare.prepare({**data, "csv": "real.csv"})
-    combined = prepare.prepare({**data, "csv": "combined.csv"})
+    real = prepare.prepare({**data, "csv": "real.csv"}).parts
+    combined = prepare.prepare({**data, "csv": "combined.csv"}).parts
     assert combined["val"] == real["val"]  # validated on the same real images
     assert len(combined["train"]) == len(real["train"]) + 9 == 27
 

@@ -4,6 +4,10 @@ import numpy as np
 import pytest
 
 from skinjax.data import pipeline, sources, splits
+from skinjax.data.reading import ReadOptions
+
+READ = ReadOptions.from_config({"image_size": 32})
+READ16 = ReadOptions.from_config({"image_size": 16})
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def test_oversampled_epoch_of_real_images_is_balanced(isic2020):
 
 def test_batches_are_deterministic_for_a_seed(small):
     def first_batches(seed):
-        ds = pipeline.train_dataset(small, batch_size=4, image_size=32, seed=seed)
+        ds = pipeline.train_dataset(small, READ, batch_size=4, seed=seed)
         return [b["index"].tolist() for b in itertools.islice(iter(ds), 8)]
 
     assert first_batches(1) == first_batches(1)
@@ -36,7 +40,7 @@ def test_batches_are_deterministic_for_a_seed(small):
 
 
 def test_epochs_are_reshuffled_and_complete(small):
-    ds = pipeline.train_dataset(small, batch_size=4, image_size=32, seed=0, num_epochs=2)
+    ds = pipeline.train_dataset(small, READ, batch_size=4, seed=0, num_epochs=2)
     indices = np.concatenate([b["index"] for b in ds])
     epoch1, epoch2 = indices[:24], indices[24:]
     assert sorted(epoch1) == sorted(epoch2) == list(range(24))
@@ -44,7 +48,7 @@ def test_epochs_are_reshuffled_and_complete(small):
 
 
 def test_batch_content_matches_the_files(small):
-    ds = pipeline.train_dataset(small, batch_size=4, image_size=32, seed=0)
+    ds = pipeline.train_dataset(small, READ, batch_size=4, seed=0)
     batch = next(iter(ds))
     assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].tolist() == small.labels[batch["index"]].tolist()
@@ -59,7 +63,10 @@ def test_restored_iterator_continues_exactly(small, worker_count):
     def make():
         return iter(
             pipeline.train_dataset(
-                small, batch_size=4, image_size=32, seed=5, worker_count=worker_count
+                small,
+                ReadOptions.from_config({"image_size": 32, "worker_count": worker_count}),
+                batch_size=4,
+                seed=5,
             )
         )
 
@@ -74,7 +81,7 @@ def test_restored_iterator_continues_exactly(small, worker_count):
 
 
 def test_eval_pass_yields_every_example_once(small):
-    ds = pipeline.eval_dataset(small.subset(range(23)), batch_size=5, image_size=32)
+    ds = pipeline.eval_dataset(small.subset(range(23)), READ, batch_size=5)
     batches = list(ds)
     assert len(batches) == 5 and all(b["image"].shape[0] == 5 for b in batches)
     index = np.concatenate([b["index"] for b in batches])
@@ -90,7 +97,7 @@ def test_processes_share_one_order_without_overlap(small):
             for b in itertools.islice(
                 iter(
                     pipeline.train_dataset(
-                        small, batch_size=3, image_size=16, seed=0, process_index=p, process_count=2
+                        small, READ16, batch_size=3, seed=0, process_index=p, process_count=2
                     )
                 ),
                 4,
@@ -105,7 +112,7 @@ def test_processes_share_one_order_without_overlap(small):
             [
                 b["index"]
                 for b in pipeline.eval_dataset(
-                    small, batch_size=5, image_size=16, process_index=p, process_count=2
+                    small, READ16, batch_size=5, process_index=p, process_count=2
                 )
             ]
         )

@@ -3,7 +3,10 @@ import pytest
 from PIL import Image
 
 from skinjax.data import images, integrity, sources, splits
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import DataError
+
+READ = ReadOptions.from_config({"image_size": 32})
 
 ISIC2017_BINARY = dict(
     classes=("other", "melanoma"),
@@ -59,7 +62,7 @@ def test_one_hot_labels(tmp_path, isic2020):
 
 def test_duplicates_never_cross_a_split(isic2017):
     collection = sources.from_csv(str(isic2017), "labels.csv", **ISIC2017_BINARY)
-    scanned = integrity.scan(collection)
+    scanned = integrity.scan(collection, READ)
     assert len(set(scanned.hashes)) < len(scanned.hashes)  # the collection has duplicates
     unique, dropped = splits.deduplicate(scanned.collection, scanned.hashes)
     assert dropped  # the pair that crosses train and val loses its train copy
@@ -162,10 +165,12 @@ def test_scan_skip_policy_lists_skipped_files(small_folder, tmp_path):
     (small_folder / "benign" / "broken.jpg").write_bytes(b"\xff\xd8\xff\x00\x01")
     collection = sources.from_folders(str(small_folder))
     with pytest.raises(images.ImageError, match="(?s)broken.jpg.*on_bad_image=.skip."):
-        integrity.scan(collection)
-    result = integrity.scan(collection, on_bad_image="skip", workdir=str(tmp_path / "w"))
+        integrity.scan(collection, READ)
+    skip = ReadOptions.from_config({"image_size": 32, "on_bad_image": "skip"})
+    result = integrity.scan(collection, skip)
     assert len(result.collection) == len(collection) - 1
-    listed = (tmp_path / "w" / integrity.SKIPPED_FILE).read_text()
+    integrity.write_skipped(str(tmp_path), result.skipped)
+    listed = (tmp_path / integrity.SKIPPED_FILE).read_text()
     assert "broken.jpg" in listed and listed.count("\n") == 1
 
 

@@ -139,8 +139,8 @@ def test_cam_crops_form_a_collection_that_trains(tmp_path_factory, tmp_path):
     data = cam_crop.write_crops(run, str(tmp_path / "crops"), run.config.cam_crop)
     with open(tmp_path / "crops" / cam_crop.CSV_FILE) as f:
         rows = list(csv.DictReader(f))
-    originals = prepare.prepare(run.config.data)
-    crops = prepare.prepare(data)
+    originals = prepare.prepare(run.config.data).parts
+    crops = prepare.prepare(data).parts
     assert sorted(crops) == sorted(originals)
     for split, part in originals.items():
         assert crops[split].ids == part.ids  # same images, same split, same labels

@@ -7,6 +7,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from skinjax.data import images, pipeline, sources, tfds_isic
+from skinjax.data.reading import ReadOptions
+
+READ = ReadOptions.from_config({"image_size": 64})
 
 
 @pytest.fixture
@@ -52,11 +55,11 @@ def test_folder_collection_round_trip(small_folder, tmp_path):
     path = collection.paths[position[ids[0]]]
     np.testing.assert_array_equal(decoded["image"], images.load(path, 224))
     with pytest.raises(TypeError, match="data_source"):
-        tfds_isic.map_dataset(builder.as_data_source(split="train"), image_size=64)[0]
+        tfds_isic.map_dataset(builder.as_data_source(split="train"), READ)[0]
 
     # The grain examples are those of the file-reading pipeline, at a reduced size.
-    load = pipeline.LoadExample(collection.paths, collection.labels, image_size=64)
-    for i, example in enumerate(tfds_isic.map_dataset(records, image_size=64)):
+    load = pipeline.LoadExample(collection.paths, collection.labels, READ)
+    for i, example in enumerate(tfds_isic.map_dataset(records, READ)):
         expected = load(position[ids[i]])
         assert {k: v.dtype for k, v in example.items()} == {k: v.dtype for k, v in expected.items()}
         np.testing.assert_array_equal(example["image"], expected["image"])

@@ -1,15 +1,20 @@
 """The training loop on real images: exact resume, stages, clear errors."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from PIL import Image
 
 from configs import smoke
-from skinjax.train import classifier, loop, report
+from skinjax.train import classifier, lock, loop, report
 from skinjax.train.checkpoints import CheckpointMismatch
 
 
@@ -85,10 +90,73 @@ def test_workdir_of_another_model_is_refused(config, tmp_path):
     config.stages = {"stage1": config.stages.stage1}
     config.stages.stage1.num_epochs = 0.5
     loop.train_and_evaluate(config, str(tmp_path))
+    written = {f: (tmp_path / f).read_bytes() for f in (loop.CONFIG_FILE, loop.RUN_FILE)}
     config.model.options = {"width": 16}
     config.model.name = "resnet34"
     with pytest.raises(CheckpointMismatch, match="another model.*resnet18.*resnet34"):
         loop.train_and_evaluate(config, str(tmp_path))
+    # Refused before anything was written: evaluation still finds the good run.
+    assert {f: (tmp_path / f).read_bytes() for f in written} == written
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("data.image_size", 0, "config.data.image_size must be positive, not 0"),
+        ("eval.batch_size", 6, "config.eval.batch_size=6 does not divide over 4 devices"),
+        ("data.min_image_size", 4000, "smaller than config.data.min_image_size=4000"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(
+    config, tmp_path, monkeypatch, field, value, message
+):
+    monkeypatch.setattr(jax, "device_count", lambda: 4)  # train batch 8 divides; eval 6 not
+    section, key = field.split(".")
+    config[section][key] = value
+    with pytest.raises(ValueError, match=message):
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert os.listdir(tmp_path / "run") == [lock.LOCK_FILE]
+
+
+def test_non_rgb_images_train_and_evaluate_with_convert_to_rgb(config, tmp_path):
+    folder = config.data.dir
+    for mode, name in (("L", "grey.jpg"), ("RGBA", "rgba.png"), ("CMYK", "cmyk.jpg")):
+        for label, value in (("benign", 90), ("malignant", 160)):
+            Image.new(mode, (48, 40), value).save(f"{folder}/{label}/{name}")
+    config.data.convert_to_rgb = True
+    config.stages = {"stage1": config.stages.stage2}
+    config.stages.stage1.num_epochs = 1.0
+    loop.train_and_evaluate(config, str(tmp_path))
+    # Evaluating both splits reads every image, the converted ones included.
+    counts = [report.evaluate([str(tmp_path)], split=s)["num_examples"] for s in ("train", "val")]
+    assert sum(counts) == 30
+
+
+def test_a_second_process_is_refused_and_a_killed_one_does_not_block(config, tmp_path):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from skinjax.train import lock\n"
+            "with lock.hold(sys.argv[1]):\n print('held', flush=True); time.sleep(120)",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock.WorkdirBusy, match=f"in use by process {holder.pid} on "):
+            loop.train_and_evaluate(config, str(workdir))
+        assert os.listdir(workdir) == [lock.LOCK_FILE]  # refused before the data scan
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    config.stages = {"stage1": config.stages.stage1}
+    config.stages.stage1.num_epochs = 0.5
+    loop.train_and_evaluate(config, str(workdir))  # the dead holder's lock file is left
+    assert (workdir / loop.CONFIG_FILE).exists()
 
 
 def test_unknown_stage_names_are_refused(config, tmp_path):

@@ -29,15 +29,26 @@ def _colour_error(path: str, mode: str) -> ImageError:
     )
 
 
-def _decode_jpeg(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np.ndarray:
+def _check_side(path: str, width: int, height: int, min_side: int) -> None:
+    if min(width, height) < min_side:
+        raise ImageError(
+            f"{path}: image is {width}x{height} pixels, smaller than "
+            f"config.data.min_image_size={min_side}. Remove the file, or lower the minimum."
+        )
+
+
+def _decode_jpeg(
+    data: bytes, path: str, size: int, convert_to_rgb: bool, min_side: int
+) -> np.ndarray:
     try:
-        _, _, colourspace, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as e:
         raise ImageError(f"{path}: corrupt JPEG header ({e}). Re-export or remove the file.") from e
+    _check_side(path, width, height, min_side)
     if colourspace not in ("YCbCr", "RGB") and not convert_to_rgb:
         raise _colour_error(path, colourspace)
     if colourspace == "CMYK":  # libjpeg-turbo cannot convert CMYK to RGB itself.
-        return _decode_other(data, path, size, convert_to_rgb)
+        return _decode_other(data, path, size, convert_to_rgb, min_side)
     try:
         # DCT scaling: decode at the smallest power-of-two reduction still >= size.
         return simplejpeg.decode_jpeg(
@@ -49,9 +60,12 @@ def _decode_jpeg(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np.
         ) from e
 
 
-def _decode_other(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np.ndarray:
+def _decode_other(
+    data: bytes, path: str, size: int, convert_to_rgb: bool, min_side: int
+) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_side(path, *image.size, min_side)
             if image.mode != "RGB" and not convert_to_rgb:
                 raise _colour_error(path, image.mode)
             image.draft("RGB", (size, size))
@@ -65,12 +79,20 @@ def _decode_other(data: bytes, path: str, size: int, convert_to_rgb: bool) -> np
 
 
 def decode(
-    data: bytes, path: str, *, convert_to_rgb: bool = False, min_size: int = 0
+    data: bytes,
+    path: str,
+    *,
+    convert_to_rgb: bool = False,
+    min_size: int = 0,
+    min_side: int = 0,
 ) -> np.ndarray:
-    """Decodes image bytes to HxWx3 uint8; ``min_size`` allows cheap DCT downscaling."""
+    """Decodes image bytes to HxWx3 uint8; ``min_size`` allows cheap DCT downscaling.
+
+    An image whose smaller side has fewer than ``min_side`` pixels raises `ImageError`.
+    """
     if data.startswith(_JPEG_MAGIC):
-        return _decode_jpeg(data, path, min_size, convert_to_rgb)
-    return _decode_other(data, path, min_size, convert_to_rgb)
+        return _decode_jpeg(data, path, min_size, convert_to_rgb, min_side)
+    return _decode_other(data, path, min_size, convert_to_rgb, min_side)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -88,6 +110,8 @@ def read_file(path: str) -> bytes:
         raise ImageError(f"{path}: cannot read the file ({e.strerror}).") from e
 
 
-def load(path: str, size: int, *, convert_to_rgb: bool = False) -> np.ndarray:
+def load(path: str, size: int, *, convert_to_rgb: bool = False, min_side: int = 0) -> np.ndarray:
     """Reads, decodes and resizes one file to size x size x 3 uint8."""
-    return resize(decode(read_file(path), path, convert_to_rgb=convert_to_rgb, min_size=size), size)
+    data = read_file(path)
+    image = decode(data, path, convert_to_rgb=convert_to_rgb, min_size=size, min_side=min_side)
+    return resize(image, size)

@@ -1,6 +1,8 @@
 """One pass over a collection's files before training: content hashes (for
-de-duplication) and a full decode of every image, so that a corrupt file fails at
-start-up with its name rather than hours later inside a worker process.
+de-duplication) and a full decode of every image, so that a corrupt, too small or
+(unless converted) non-RGB file fails at start-up with its name rather than hours later
+inside a worker process. The scan only reads; `write_skipped` records what it skipped,
+once a run has passed all its checks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from skinjax.data import images
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
 SKIPPED_FILE = "skipped_files.txt"
@@ -25,48 +28,39 @@ class ScanResult:
     skipped: tuple[tuple[str, str], ...]  # (path, reason)
 
 
-def _check(path: str, convert_to_rgb: bool) -> tuple[str, str | None]:
+def _check(path: str, read: ReadOptions) -> tuple[str, str | None]:
     try:
         data = images.read_file(path)
-        # Decoding at 1/8 scale still entropy-decodes the whole stream: truncation shows.
-        images.decode(data, path, convert_to_rgb=convert_to_rgb, min_size=1)
+        read.check(data, path)
     except images.ImageError as e:
         return "", str(e)
     return hashlib.sha256(data).hexdigest(), None
 
 
-def scan(
-    collection: Collection,
-    *,
-    on_bad_image: str = "error",
-    convert_to_rgb: bool = False,
-    workdir: str | None = None,
-    num_threads: int = 8,
-) -> ScanResult:
+def scan(collection: Collection, read: ReadOptions, *, num_threads: int = 8) -> ScanResult:
     """Hashes and test-decodes every file.
 
-    ``on_bad_image='error'`` raises on the first bad file; ``'skip'`` drops bad files
-    and lists them, with the reason, in ``workdir/skipped_files.txt``.
+    ``read.on_bad_image='error'`` raises on the first bad file; ``'skip'`` drops bad
+    files and returns them, with the reason, as ``skipped``.
     """
-    if on_bad_image not in ("error", "skip"):
-        raise ValueError(
-            f"config.data.on_bad_image must be 'error' or 'skip', not {on_bad_image!r}"
-        )
     with ThreadPoolExecutor(num_threads) as pool:
-        results = list(pool.map(lambda p: _check(p, convert_to_rgb), collection.paths))
+        results = list(pool.map(lambda p: _check(p, read), collection.paths))
     bad = [(p, reason) for p, (_, reason) in zip(collection.paths, results, strict=True) if reason]
-    if bad and on_bad_image == "error":
+    if bad and read.on_bad_image == "error":
         raise images.ImageError(
             f"{bad[0][1]}\n({len(bad)} bad file(s) in all; set config.data.on_bad_image='skip' "
             "to train without them and list them in the work directory.)"
         )
-    if bad and workdir:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, SKIPPED_FILE), "w") as f:
-            f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
     keep = np.array([reason is None for _, reason in results])
     return ScanResult(
         collection=collection.subset(np.flatnonzero(keep)),
         hashes=tuple(h for (h, _), k in zip(results, keep, strict=True) if k),
         skipped=tuple(bad),
     )
+
+
+def write_skipped(workdir: str, skipped: tuple[tuple[str, str], ...]) -> None:
+    """Lists the skipped files, with the reason, in ``workdir/skipped_files.txt``."""
+    if skipped:
+        with open(os.path.join(workdir, SKIPPED_FILE), "w") as f:
+            f.writelines(f"{path}\t{reason}\n" for path, reason in skipped)

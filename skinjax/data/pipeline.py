@@ -16,7 +16,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from skinjax.data import images
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
 
@@ -31,17 +31,15 @@ class LoadExample:
 
     paths: tuple[str, ...]
     labels: np.ndarray
-    image_size: int
-    convert_to_rgb: bool = False
+    read: ReadOptions
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         real = index < len(self.paths)
         if real:
-            image = images.load(
-                self.paths[index], self.image_size, convert_to_rgb=self.convert_to_rgb
-            )
+            image = self.read.load(self.paths[index])
         else:
-            image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+            size = self.read.image_size
+            image = np.zeros((size, size, 3), np.uint8)
         return {
             "image": image,
             "label": np.int32(self.labels[index] if real else 0),
@@ -73,31 +71,28 @@ def oversample(labels: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(parts))
 
 
-def _parallel(ds: grain.MapDataset, read_threads: int, worker_count: int) -> grain.IterDataset:
+def _parallel(ds: grain.MapDataset, read: ReadOptions) -> grain.IterDataset:
     iter_ds = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4)
+        grain.ReadOptions(num_threads=read.read_threads, prefetch_buffer_size=4)
     )
-    if worker_count:
+    if read.worker_count:
         # Worker processes re-import absl-using modules, which then read flags.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=read.worker_count))
     return iter_ds
 
 
 def train_dataset(
     collection: Collection,
+    read: ReadOptions,
     *,
     batch_size: int,
-    image_size: int,
     seed: int,
     oversample_ratio: float = 0.0,
     num_epochs: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
-    read_threads: int = 2,
-    worker_count: int = 0,
-    convert_to_rgb: bool = False,
 ) -> grain.IterDataset:
     """Endless (or ``num_epochs``) shuffled training batches of ``batch_size`` per process.
 
@@ -107,22 +102,19 @@ def train_dataset(
     indices = np.arange(len(collection))
     if oversample_ratio:
         indices = oversample(collection.labels, oversample_ratio, seed)
-    load = LoadExample(collection.paths, collection.labels, image_size, convert_to_rgb)
+    load = LoadExample(collection.paths, collection.labels, read)
     ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(num_epochs)
     ds = ds[process_index::process_count].map(load).batch(batch_size, drop_remainder=True)
-    return _parallel(ds, read_threads, worker_count)
+    return _parallel(ds, read)
 
 
 def eval_dataset(
     collection: Collection,
+    read: ReadOptions,
     *,
     batch_size: int,
-    image_size: int,
     process_index: int = 0,
     process_count: int = 1,
-    read_threads: int = 2,
-    worker_count: int = 0,
-    convert_to_rgb: bool = False,
 ) -> grain.IterDataset:
     """One ordered pass in which every example appears exactly once.
 
@@ -131,6 +123,6 @@ def eval_dataset(
     """
     global_batch = batch_size * process_count
     padded = -(-len(collection) // global_batch) * global_batch
-    load = LoadExample(collection.paths, collection.labels, image_size, convert_to_rgb)
+    load = LoadExample(collection.paths, collection.labels, read)
     ds = grain.MapDataset.range(padded)[process_index::process_count].map(load)
-    return _parallel(ds.batch(batch_size), read_threads, worker_count)
+    return _parallel(ds.batch(batch_size), read)

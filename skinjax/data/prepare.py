@@ -4,26 +4,33 @@ collections: the one place that chains sources -> integrity scan -> splits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from absl import logging
 
 from skinjax.data import integrity, sources, splits
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
 
-def prepare(data: Mapping, workdir: str | None = None) -> dict[str, Collection]:
-    """Reads the collection, checks every file, drops duplicate content, splits."""
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    parts: dict[str, Collection]  # 'train', 'val' (, 'test')
+    skipped: tuple[tuple[str, str], ...]  # (path, reason) of files on_bad_image='skip' left out
+
+
+def prepare(data: Mapping) -> Prepared:
+    """Reads the collection, checks every file, drops duplicate content, splits.
+
+    It only reads: a run writes `Prepared.skipped` (`integrity.write_skipped`) once all
+    of its checks have passed.
+    """
     collection = sources.load(data)
-    scanned = integrity.scan(
-        collection,
-        on_bad_image=data.get("on_bad_image", "error"),
-        convert_to_rgb=data.get("convert_to_rgb", False),
-        workdir=workdir,
-    )
+    scanned = integrity.scan(collection, ReadOptions.from_config(data))
     if scanned.skipped:
         logging.warning(
-            "skipped %d unreadable image(s); see %s", len(scanned.skipped), integrity.SKIPPED_FILE
+            "skipped %d unusable image(s), e.g. %s", len(scanned.skipped), scanned.skipped[0]
         )
     unique, dropped = splits.deduplicate(scanned.collection, scanned.hashes)
     if dropped:
@@ -39,4 +46,4 @@ def prepare(data: Mapping, workdir: str | None = None) -> dict[str, Collection]:
     for name, part in parts.items():
         counts = dict(zip(part.classes, part.class_counts().tolist(), strict=True))
         logging.info("%s: %d images %s", name, len(part), counts)
-    return parts
+    return Prepared(parts, scanned.skipped)

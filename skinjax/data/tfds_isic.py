@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from skinjax.data import images, sources
+from skinjax.data.reading import ReadOptions
 
 # Split of a collection's example (None: the collection publishes none) -> TFDS split.
 _TFDS_SPLITS = {None: "train", "train": "train", "val": "validation", "test": "test"}
@@ -125,8 +126,7 @@ def data_source(config: str, split: str, data_dir: str) -> Sequence[dict[str, An
 class DecodeRecord:
     """(index, record) -> the example dict of `pipeline.LoadExample`. Picklable."""
 
-    image_size: int
-    convert_to_rgb: bool = False
+    read: ReadOptions
 
     def __call__(self, index: int, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
         data, name = record["image"], record["id"].decode()
@@ -135,19 +135,22 @@ class DecodeRecord:
                 f"{name}: the image is already decoded; open the split with "
                 "skinjax.data.tfds_isic.data_source, which leaves it as the JPEG bytes."
             )
+        read = self.read
         image = images.decode(
-            data, name, convert_to_rgb=self.convert_to_rgb, min_size=self.image_size
+            data,
+            name,
+            convert_to_rgb=read.convert_to_rgb,
+            min_size=read.image_size,
+            min_side=read.min_image_size,
         )
         return {
-            "image": images.resize(image, self.image_size),
+            "image": images.resize(image, read.image_size),
             "label": np.int32(record["label"]),
             "index": np.int32(index),
             "mask": np.bool_(True),
         }
 
 
-def map_dataset(
-    source: Sequence[Mapping[str, Any]], *, image_size: int, convert_to_rgb: bool = False
-) -> grain.MapDataset:
+def map_dataset(source: Sequence[Mapping[str, Any]], read: ReadOptions) -> grain.MapDataset:
     """The records of `data_source` as the example dicts the grain pipelines batch."""
-    return grain.MapDataset.source(source).map_with_index(DecodeRecord(image_size, convert_to_rgb))
+    return grain.MapDataset.source(source).map_with_index(DecodeRecord(read))

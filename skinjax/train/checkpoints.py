@@ -16,6 +16,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 IDENTITY_KEYS = ("model", "num_classes", "classes", "image_size")
+LATEST, BEST = "checkpoints", "best"  # the work directory's two checkpoint folders
 
 
 class CheckpointMismatch(ValueError):
@@ -41,17 +42,41 @@ def _normalise(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def check_workdir(workdir: str, identity: dict[str, Any]) -> None:
+    """Raises `CheckpointMismatch` if ``workdir`` holds checkpoints of another model.
+
+    It only reads (no directory is created), so a run can be refused before it has
+    written anything.
+    """
+    for name, items in ((LATEST, ("state", "data", "meta")), (BEST, ("state", "meta"))):
+        directory = os.path.join(os.path.abspath(workdir), name)
+        if not os.path.isdir(directory):
+            continue
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True), item_names=items
+        )
+        try:
+            step = manager.latest_step()
+            if step is None:
+                continue
+            args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+            meta = manager.restore(step, args=args)["meta"]
+        finally:
+            manager.close()
+        check_identity(meta, {k: _normalise(v) for k, v in identity.items()}, directory)
+
+
 class Checkpoints:
     def __init__(self, workdir: str, *, keep: int, best_metric: str, identity: dict[str, Any]):
         self.identity = {k: _normalise(v) for k, v in identity.items()}
         self.best_metric = best_metric
         self.latest = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            os.path.join(os.path.abspath(workdir), LATEST),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=("state", "data", "meta"),
         )
         self.best = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "best"),
+            os.path.join(os.path.abspath(workdir), BEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode="max", create=True
             ),

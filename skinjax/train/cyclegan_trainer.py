@@ -23,11 +23,12 @@ from flax import nnx
 from PIL import Image
 
 from skinjax import parallel
-from skinjax.data import augment, images, pipeline, prepare
+from skinjax.data import augment, integrity, pipeline, prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection, DataError
 from skinjax.models.cyclegan import CycleGAN
-from skinjax.train import cyclegan, loop
-from skinjax.train.checkpoints import Checkpoints
+from skinjax.train import cyclegan, lock, loop
+from skinjax.train.checkpoints import Checkpoints, check_workdir
 
 DOMAINS = ("a", "b")
 
@@ -79,18 +80,20 @@ def fresh_state(
     )
 
 
+def identity(config: ml_collections.ConfigDict) -> dict:
+    """What a checkpoint must match: it refuses a work directory of another model."""
+    return dict(
+        model=f"cyclegan/{config.model.generator}",
+        num_classes=len(DOMAINS),
+        classes=(config.data.domain_a, config.data.domain_b),
+        image_size=config.data.image_size,
+    )
+
+
 def checkpoints(config: ml_collections.ConfigDict, workdir: str) -> Checkpoints:
-    """The run's checkpoints; their identity refuses a work directory of another model."""
+    """The run's checkpoints (best/ stays empty: there is no validation metric)."""
     return Checkpoints(
-        workdir,
-        keep=config.train.keep_checkpoints,
-        best_metric="none",  # no validation metric: best/ stays empty
-        identity=dict(
-            model=f"cyclegan/{config.model.generator}",
-            num_classes=len(DOMAINS),
-            classes=(config.data.domain_a, config.data.domain_b),
-            image_size=config.data.image_size,
-        ),
+        workdir, keep=config.train.keep_checkpoints, best_metric="none", identity=identity(config)
     )
 
 
@@ -137,21 +140,26 @@ def sample_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
 
 
 class Trainer:
-    """Builds everything a CycleGAN run needs once; `train_and_evaluate` drives it."""
+    """Builds everything a CycleGAN run needs once; `train_and_evaluate` drives it.
+
+    As `loop.Trainer`: every check first, and writes to the work directory only after.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config, self.workdir = config, workdir
         self.placement = parallel.Placement(config.parallel.strategy)
         self.local_batch = parallel.local_batch_size(config.train.batch_size)
         data = config.data
-        parts = prepare.prepare(data, workdir)
+        self.read = ReadOptions.from_config(data)
+        prepared = prepare.prepare(data)
+        parts = prepared.parts
         names = {"a": data.domain_a, "b": data.domain_b}
         self.domains = {d: class_subset(parts["train"], names[d]) for d in DOMAINS}
         shown = parts.get("val", parts["train"])
         self.samples = {
             d: np.stack(
                 [
-                    images.load(path, data.image_size)
+                    self.read.load(path)
                     for path in class_subset(shown, names[d]).paths[: config.train.num_samples]
                 ]
             )
@@ -170,25 +178,27 @@ class Trainer:
         self.model = build_model(config)
         self.step = build_step(config, self.model, self.schedule)
         self.generator_graphs = cyclegan.generator_graphs(self.model)
+        check_workdir(workdir, identity(config))
+        # Checks passed: the writes.
+        os.makedirs(workdir, exist_ok=True)
         self.checkpoints = checkpoints(config, workdir)
         if jax.process_index() == 0:
+            integrity.write_skipped(workdir, prepared.skipped)
             sizes = [len(self.domains[d]) for d in DOMAINS]
             loop.save_run(workdir, config, names.values(), sizes)
 
     def batches(self) -> PairedBatches:
-        data, seed = self.config.data, self.config.train.seed
+        seed = self.config.train.seed
         return PairedBatches(
             *(
                 iter(
                     pipeline.train_dataset(
                         self.domains[d],
+                        self.read,
                         batch_size=self.local_batch,
-                        image_size=data.image_size,
                         seed=seed + i,
                         process_index=jax.process_index(),
                         process_count=jax.process_count(),
-                        read_threads=data.read_threads,
-                        worker_count=data.worker_count,
                     )
                 )
                 for i, d in enumerate(DOMAINS)
@@ -259,5 +269,5 @@ class Trainer:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> cyclegan.TrainState:
     """Trains per ``config``, writing checkpoints, summaries and sample grids to ``workdir``."""
-    os.makedirs(workdir, exist_ok=True)
-    return Trainer(config, workdir).train_and_evaluate()
+    with lock.hold(workdir):
+        return Trainer(config, workdir).train_and_evaluate()

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from skinjax import metrics
+from skinjax import metrics, parallel
 from skinjax.data import pipeline
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.parallel import InFlight, Placement
 
@@ -18,24 +19,21 @@ def predict(
     state,
     collection: Collection,
     placement: Placement,
+    read: ReadOptions,
     *,
     batch_size: int,
-    image_size: int,
-    read_threads: int = 2,
 ) -> np.ndarray:
     """[len(collection), num_classes] probabilities, each example exactly once.
 
     Device outputs are fetched once at the end; the host reads and enqueues the next
     batch while the device computes one (`parallel.InFlight`).
     """
-    local_batch = batch_size // jax.process_count()
     ds = pipeline.eval_dataset(
         collection,
-        batch_size=local_batch,
-        image_size=image_size,
+        read,
+        batch_size=parallel.local_batch_size(batch_size, "config.eval.batch_size"),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        read_threads=read_threads,
     )
     outputs, in_flight = [], InFlight()
     for batch in ds:

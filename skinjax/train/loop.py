@@ -25,10 +25,10 @@ from absl import logging
 from flax import nnx
 
 from skinjax import losses, metrics, models, parallel
-from skinjax.data import augment, pipeline, prepare
+from skinjax.data import augment, integrity, pipeline, prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import classifier, evaluation, optim
-from skinjax.train.checkpoints import Checkpoints
+from skinjax.train import checkpoints, classifier, evaluation, lock, optim
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONFIG_FILE = "config.json"  # the run's config, for evaluation and export
@@ -209,16 +209,30 @@ def run_steps(
 
 
 class Trainer:
-    """Builds everything a run needs once; `train_and_evaluate` drives it."""
+    """Builds everything a run needs once; `train_and_evaluate` drives it.
+
+    Construction is checks, then writes: `check` raises on anything that refuses the
+    run (config, data, the work directory's checkpoints) and writes nothing; `start`
+    writes to the work directory only after. A refused run leaves the directory as it was.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config, self.workdir = config, workdir
+        self.check()
+        self.start()
+
+    def check(self) -> None:
+        """Every check that can refuse the run; reads and builds, writes nothing."""
+        config = self.config
+        self.read = ReadOptions.from_config(config.data)
         self.placement = parallel.Placement(config.parallel.strategy)
         self.global_batch = config.train.batch_size
         self.local_batch = parallel.local_batch_size(self.global_batch)
-        parts = prepare.prepare(config.data, workdir)
-        self.train_set: Collection = parts["train"]
-        self.val_set: Collection | None = parts.get(config.eval.split)
+        parallel.local_batch_size(config.eval.batch_size, "config.eval.batch_size")
+        prepared = prepare.prepare(config.data)
+        self.skipped = prepared.skipped
+        self.train_set: Collection = prepared.parts["train"]
+        self.val_set: Collection | None = prepared.parts.get(config.eval.split)
         self.classes = self.train_set.classes
         indices = np.arange(len(self.train_set))
         if config.data.oversample_ratio:
@@ -232,30 +246,35 @@ class Trainer:
         self.augment = augment.Augment(**config.augment)
         self.plan = stage_plan(config, self.steps_per_epoch)
         self.total_steps = sum(n for _, _, n in self.plan)
-        self.checkpoints = Checkpoints(
-            workdir,
+        self.identity = identity(config, self.classes)
+        checkpoints.check_workdir(self.workdir, self.identity)
+
+    def start(self) -> None:
+        """The writes, once every check has passed: checkpoint folders, config and run files."""
+        config = self.config
+        os.makedirs(self.workdir, exist_ok=True)
+        self.checkpoints = checkpoints.Checkpoints(
+            self.workdir,
             keep=config.train.keep_checkpoints,
             best_metric=config.train.best_metric,
-            identity=identity(config, self.classes),
+            identity=self.identity,
         )
         if jax.process_index() == 0:
-            save_run(workdir, config, self.classes, self.class_counts)
+            integrity.write_skipped(self.workdir, self.skipped)
+            save_run(self.workdir, config, self.classes, self.class_counts)
 
     # --- pieces -----------------------------------------------------------------
 
     def train_iterator(self):
-        data = self.config.data
         return iter(
             pipeline.train_dataset(
                 self.train_set,
+                self.read,
                 batch_size=self.local_batch,
-                image_size=data.image_size,
                 seed=self.config.train.seed,
-                oversample_ratio=data.oversample_ratio,
+                oversample_ratio=self.config.data.oversample_ratio,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
-                read_threads=data.read_threads,
-                worker_count=data.worker_count,
             )
         )
 
@@ -286,9 +305,8 @@ class Trainer:
             state,
             self.val_set,
             self.placement,
+            self.read,
             batch_size=self.config.eval.batch_size,
-            image_size=self.config.data.image_size,
-            read_threads=self.config.data.read_threads,
         )
         labels = self.val_set.labels
         reweight = self.config.eval.reweight_by_inverse_frequency
@@ -424,6 +442,10 @@ class Trainer:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains per ``config``, writing checkpoints and summaries to ``workdir``."""
-    os.makedirs(workdir, exist_ok=True)
-    return Trainer(config, workdir).train_and_evaluate()
+    """Trains per ``config``, writing checkpoints and summaries to ``workdir``.
+
+    The work directory is locked first (`lock.hold`): a second process is refused
+    before it reads anything the first is writing.
+    """
+    with lock.hold(workdir):
+        return Trainer(config, workdir).train_and_evaluate()

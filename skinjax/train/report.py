@@ -16,11 +16,12 @@ from flax import nnx
 
 from skinjax import metrics, parallel, plots, trained
 from skinjax.data import prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
 
 
-def predict_workdir(workdir: str, collection: Collection) -> np.ndarray:
+def predict_workdir(workdir: str, collection: Collection, read: ReadOptions) -> np.ndarray:
     """Probabilities of the work directory's best checkpoint on ``collection``."""
     run = trained.load(workdir)
     graph, params, rest = nnx.split(run.model, nnx.Param, ...)
@@ -45,9 +46,8 @@ def predict_workdir(workdir: str, collection: Collection) -> np.ndarray:
         placement.put_state(state),
         collection,
         placement,
+        read,
         batch_size=run.config.eval.batch_size,
-        image_size=run.config.data.image_size,
-        read_threads=run.config.data.read_threads,
     )
 
 
@@ -68,7 +68,8 @@ def evaluate(
         config.data.update(data_overrides)
     if reweight is not None:
         config.eval.reweight_by_inverse_frequency = reweight
-    parts = prepare.prepare(config.data)
+    parts = prepare.prepare(config.data).parts
+    read = ReadOptions.from_config(config.data)  # the run's, with the overrides
     if split not in parts:
         raise ValueError(f"split {split!r} not in this collection's splits {sorted(parts)}")
     if tuple(parts[split].classes) != tuple(run["classes"]):
@@ -76,7 +77,7 @@ def evaluate(
     collection = parts[split]
 
     def probabilities(part: Collection) -> np.ndarray:
-        probs = np.mean([predict_workdir(w, part) for w in workdirs], axis=0)
+        probs = np.mean([predict_workdir(w, part, read) for w in workdirs], axis=0)
         return evaluation.scored(
             probs, run["class_counts"], reweight=config.eval.reweight_by_inverse_frequency
         )

@@ -1,0 +1,73 @@
+"""What every script's ``main`` runs under: errors as one readable message, not a traceback.
+
+Users of the scripts need the message (a file, a line, a config key and the fix); the
+20 to 50 lines of stack above it bury it. `run` prints ``error: <message>`` and exits 1,
+and keeps the traceback in a file named beside the message; ``--verbosity=1`` shows it
+as it happens instead. A misspelt ``--config.x`` field is one line naming the flag and
+the field ml_collections suggests.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+
+from absl import app, logging
+
+
+def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
+    """The message of a config override naming no field, or None for any other error."""
+    while error is not None and not (isinstance(error, KeyError) and error.args):
+        error = error.__context__
+    if error is None or not isinstance(error.args[0], str):
+        return None
+    field, _, hint = error.args[0].partition("\n")
+    field = field.strip("'\"")
+    flag = next(
+        (a.split("=")[0] for a in argv[1:] if a.split("=")[0].endswith(f".{field}")), field
+    )
+    return f"{flag}: no such config field {field!r}. {hint}".strip()
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections, for an unknown --config.x field
+        message = _field_error(e, argv)
+        if message is None:
+            raise
+        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.exit(1)
+
+
+def _message(error: Exception) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
+    try:
+        return main(argv)
+    except app.UsageError:  # absl prints it with the usage
+        raise
+    except Exception as e:
+        if logging.level_debug():  # --verbosity=1: the traceback, as it happens
+            raise
+        name = os.path.splitext(os.path.basename(argv[0]))[0]
+        path = os.path.join(tempfile.gettempdir(), f"skinjax-{name}-{os.getpid()}.log")
+        with open(path, "w") as f:
+            traceback.print_exc(file=f)
+        print(
+            f"error: {_message(e)}\n(traceback in {path}; --verbosity=1 shows it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """`absl.app.run` for a script's ``main``: parses flags, runs, exits with its status."""
+    app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
