@@ -119,6 +119,43 @@ def test_csv_naming_a_missing_file(tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (
+            "a,benign,a.jpg\nb,benign,b.jpg\na,malignant,a.jpg\n",
+            "lines 2 and 4: id 'a' has two labels",
+        ),
+        (
+            "a,benign,a.jpg\nb,benign,b.jpg\na,benign,b.jpg\n",
+            "lines 2 and 4: id 'a' names two files",
+        ),
+    ],
+)
+def test_an_id_on_two_rows_must_name_one_file_with_one_label(tmp_path, rows, message):
+    (tmp_path / "labels.csv").write_text("id,label,file\n" + rows)
+    with pytest.raises(DataError, match=f"labels.csv, {message}"):
+        sources.from_csv(
+            str(tmp_path),
+            "labels.csv",
+            classes=("benign", "malignant"),
+            id_column="id",
+            label_column="label",
+            path_column="file",
+        )
+
+
+def test_images_below_the_minimum_size_are_bad(small_folder):
+    Image.new("RGB", (1, 1)).save(small_folder / "benign" / "dot.png")
+    collection = sources.from_folders(str(small_folder))
+    with pytest.raises(images.ImageError, match="dot.png: image is 1x1 pixels, smaller than"):
+        integrity.scan(collection, READ)
+    skip = ReadOptions.from_config({"image_size": 32, "on_bad_image": "skip"})
+    assert [p for p, _ in integrity.scan(collection, skip).skipped] == [
+        str(small_folder / "benign" / "dot.png")
+    ]
+
+
 @pytest.fixture
 def bad_images(tmp_path, isic2020):
     good = (isic2020 / "benign" / "100.jpg").read_bytes()

@@ -120,6 +120,26 @@ def from_folders(root: str, classes: Sequence[str] | None = None) -> Collection:
     return Collection(classes, tuple(examples))
 
 
+def _check_repeated_id(
+    csv_path: str,
+    classes: Sequence[str],
+    first: tuple[int, Example],
+    again: tuple[int, Example],
+) -> None:
+    """An id on two rows must name one image with one label: anything else is ambiguous."""
+    (line_a, a), (line_b, b) = first, again
+    where = f"{csv_path}, lines {line_a} and {line_b}: id {a.id!r}"
+    if a.label != b.label:
+        raise DataError(
+            f"{where} has two labels, {classes[a.label]!r} and {classes[b.label]!r}. "
+            "Keep the row with the right label."
+        )
+    if a.path != b.path:
+        raise DataError(
+            f"{where} names two files, {a.path!r} and {b.path!r}. Give each its own id."
+        )
+
+
 def _column(row: Mapping[str, str], name: str) -> str:
     return row[name].strip()
 
@@ -159,7 +179,7 @@ def from_csv(
         for name in (id_column, path_column, split_column, *label_columns):
             if name and name not in header:
                 raise DataError(f"{csv_path}: no column {name!r}; the columns are {header}.")
-        examples = []
+        examples, first = [], {}  # first: id -> (line, example) of its first row
         for line, row in enumerate(reader, start=2):
             id_ = _column(row, id_column)
             if label_column:
@@ -189,7 +209,11 @@ def from_csv(
                     )
                 split = SPLIT_NAMES[raw_split]
             rel = _column(row, path_column) if path_column else path_template.format(id=id_)
-            examples.append(Example(id_, os.path.join(root, rel), label, split))
+            example = Example(id_, os.path.join(root, rel), label, split)
+            if id_ in first:
+                _check_repeated_id(csv_path, classes, first[id_], (line, example))
+            first.setdefault(id_, (line, example))
+            examples.append(example)
     if not examples:
         raise DataError(f"{csv_path} has no rows.")
     _check_files_exist(examples, csv_path)
