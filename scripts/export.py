@@ -1,12 +1,13 @@
 r"""Exports a trained work directory as a directory that runs without skinjax.
 
-    python scripts/export.py --workdir W --out A [--platforms cpu,cuda,tpu] [--noonnx]
+    python scripts/export.py --workdir W --out A [--platforms cpu,cuda,tpu] [--noonnx] \
+        [--overwrite]
 
 A holds model.stablehlo and gradcam.stablehlo (jax.export, any batch size),
 model.onnx (jax2onnx), weights.safetensors, model_card.json and MODEL_CARD.md; see
 skinjax/export.py and docs/explain_export.md. The exported files are checked against
 the live model (logits within --tolerance at batch sizes 1 and 5), or nothing is
-reported as done.
+written. A non-empty A is refused unless --overwrite, which replaces it whole.
 """
 
 import os
@@ -25,6 +26,9 @@ _PLATFORMS = flags.DEFINE_list(
     "platforms", list(export.PLATFORMS), "Platforms the StableHLO files are lowered for."
 )
 _ONNX = flags.DEFINE_bool("onnx", True, "Also write model.onnx (needs jax2onnx).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace a non-empty --out directory whole (default: refuse it)."
+)
 _TOLERANCE = flags.DEFINE_float(
     "tolerance", 1e-4, "Largest allowed logit difference from the live model."
 )
@@ -40,6 +44,7 @@ def main(argv):
         platforms=_PLATFORMS.value,
         onnx=_ONNX.value,
         tolerance=_TOLERANCE.value,
+        overwrite=_OVERWRITE.value,
     )
     checks = card["export_check"]["max_abs_logit_difference"]
     print(

@@ -3,7 +3,8 @@ r"""Prints a model's parameters and its forward cost per image.
     python -m scripts.summary --model asff_resnet50 [--image-size 224] [--num-classes 2]
 
 The model is only traced, never initialised, so even ResNet-152 takes seconds. FLOPs
-are XLA's count for the compiled eval-mode forward pass (a multiply-add counts two).
+are XLA's count of the eval-mode forward pass (a multiply-add counts two), whichever
+kernels run (`skinjax.flops`).
 """
 
 import jax
@@ -12,7 +13,7 @@ from absl import flags
 from clu import parameter_overview
 from flax import nnx
 
-from skinjax import cli, models
+from skinjax import cli, flops, models
 
 _MODEL = flags.DEFINE_string("model", None, "Registered model name.")
 _IMAGE_SIZE = flags.DEFINE_integer("image-size", 224, "Height and width of the input.")
@@ -21,11 +22,10 @@ flags.mark_flag_as_required("model")
 
 
 def forward_gflops(model: nnx.Module, image_size: int) -> float:
-    """XLA's FLOP count of one eval-mode forward pass on one image, in GFLOPs."""
+    """The FLOPs of one eval-mode forward pass on one image, in GFLOPs."""
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return forward.lower(state, image).compile().cost_analysis()["flops"] / 1e9
+    return flops.count(lambda state, x: nnx.merge(graphdef, state)(x), state, image) / 1e9
 
 
 def main(argv):

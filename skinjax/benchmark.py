@@ -21,7 +21,7 @@ from skinjax import parallel
 from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.kernels import onednn
+from skinjax.flops import count as count_flops
 from skinjax.train import classifier, loop, optim
 
 
@@ -120,7 +120,7 @@ class CompiledSteps:
     eval: Callable[[], object]
     train_on: Callable[[Mapping[str, np.ndarray]], object]
     compile_s: float
-    train_flops: float  # per step, from XLA's cost analysis; 0 under pmap
+    train_flops: float  # per step (`skinjax.flops.count`); 0 under pmap
     temp_memory_mb: float  # NaN under pmap
 
 
@@ -158,14 +158,9 @@ def compiled_steps(
     if placement.strategy == "mesh":
         memory = train_fn.lower(state, batch).compile().memory_analysis()
         temp_mb = memory.temp_size_in_bytes / 2**20 if memory else temp_mb
-        # XLA's cost analysis counts no custom calls (oneDNN's kernels): count the FLOPs
-        # of the same step with XLA's kernels, lowered but not compiled.
-        with onednn.disabled():
-            lowered = classifier.compile_steps(step, placement, flip_tta=False)[0].lower(
-                state, batch
-            )
-        cost = lowered.cost_analysis()
-        flops = float(cost.get("flops", 0.0)) if cost else 0.0
+        # The step built anew: the trace above, with oneDNN's calls, is not reused.
+        fresh_train_fn = classifier.compile_steps(step, placement, flip_tta=False)[0]
+        flops = count_flops(fresh_train_fn, state, batch)
     holder = {"state": jax.block_until_ready(train_fn(state, batch)[0])}
     compile_s = time.perf_counter() - start
     jax.block_until_ready(eval_fn(holder["state"], batch))  # traced here, like the train step

@@ -27,9 +27,7 @@ def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
         return None
     field, _, hint = error.args[0].partition("\n")
     field = field.strip("'\"")
-    flag = next(
-        (a.split("=")[0] for a in argv[1:] if a.split("=")[0].endswith(f".{field}")), field
-    )
+    flag = next((a.split("=")[0] for a in argv[1:] if a.split("=")[0].endswith(f".{field}")), field)
     return f"{flag}: no such config field {field!r}. {hint}".strip()
 
 

@@ -7,7 +7,8 @@
     model.onnx           the function of model.stablehlo, through jax2onnx (weights in
                          model.onnx.data beside it for large models)
     weights.safetensors  parameters and BatchNorm statistics, named by nnx path
-    model_card.json      classes, input, normalisation, metrics, config, source step
+    model_card.json      classes, input, normalisation, metrics, config, source step,
+                         FLOPs, and the size and sha256 of every other file
     MODEL_CARD.md        the same for people, with how to run both files
 
 The input is uint8 RGB images [B, S, S, 3] (NHWC) for any batch size B (a symbolic
@@ -19,6 +20,12 @@ are float32 [B, C] logits and softmax probabilities, and [B, S, S] heat maps in 
 of the predicted class. Both model files are checked against the live model when
 written, at batch sizes 1 and 5.
 
+The directory is written whole or not at all: into a temporary directory beside it,
+renamed when complete. An existing non-empty directory is refused unless asked to
+replace it, and then replaced whole, so no file of an earlier export is left beside
+the new ones. `load` checks every file it runs against the card's sha256, so that a
+modified or truncated file is an error naming it, never a changed prediction.
+
 jax2onnx (0.17) needs two work-arounds, both in `_onnx_friendly`: it replaces flax.nnx
 functions while it traces (its nnx.max_pool takes neither positional arguments nor
 explicit padding), so the function is traced to a jaxpr here and handed over as lax
@@ -29,10 +36,13 @@ refuses, so each becomes a 3-D pool over (N * C, H, W).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import logging
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -44,7 +54,7 @@ from jax import lax
 from jax.extend import core as jax_core
 from safetensors import numpy as safetensors_numpy
 
-from skinjax import explain, trained
+from skinjax import explain, flops, trained
 from skinjax.data import augment
 from skinjax.kernels import onednn
 from skinjax.train import loop
@@ -57,13 +67,18 @@ CARD = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
 PLATFORMS = ("cpu", "cuda", "tpu")
 CHECK_BATCH_SIZES = (1, 5)
-FORMAT = "skinjax-export/1"
+FORMAT = "skinjax-export/2"  # /2: the card has checksums and forward_flops_per_image
 
 Array = jax.Array
 
 
 class ExportError(RuntimeError):
-    """An exported file that does not reproduce the live model."""
+    """An exported file that does not reproduce the live model, or an output directory
+    that is not empty."""
+
+
+class ArtifactError(ValueError):
+    """An artifact file that is missing, modified or damaged."""
 
 
 def inference_functions(
@@ -236,16 +251,48 @@ def export(
     platforms: Sequence[str] = PLATFORMS,
     onnx: bool = True,
     tolerance: float = 1e-4,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Writes the artifact of ``workdir``'s best checkpoint to ``out_dir``; returns the card.
 
-    Raises `ExportError` if an exported file's logits differ from the live model's by
-    more than ``tolerance`` (checked when ``platforms`` include 'cpu', for StableHLO).
+    Raises `ExportError` if ``out_dir`` holds files and not ``overwrite``, or if an
+    exported file's logits differ from the live model's by more than ``tolerance``
+    (checked when ``platforms`` include 'cpu', for StableHLO); ``out_dir`` is then as it was.
     """
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise ExportError(
+            f"{out_dir} is not empty. Export to a new directory, or replace this one "
+            "whole with --overwrite."
+        )
     run = trained.load(workdir)
+    out_dir = os.path.abspath(out_dir)
+    staging = f"{out_dir}.{uuid.uuid4().hex[:8]}.tmp"  # beside it: the rename stays on one disk
+    os.makedirs(staging)
+    try:
+        card = _write(run, staging, platforms=platforms, onnx=onnx, tolerance=tolerance)
+        if os.path.isdir(out_dir):
+            replaced = f"{staging}.old"
+            os.rename(out_dir, replaced)
+            os.rename(staging, out_dir)
+            shutil.rmtree(replaced)
+        else:
+            os.rename(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # left only if something failed
+    return card
+
+
+def _write(
+    run: trained.Trained,
+    out_dir: str,
+    *,
+    platforms: Sequence[str],
+    onnx: bool,
+    tolerance: float,
+) -> dict[str, Any]:
+    """Writes the artifact's files to the empty ``out_dir``; returns the card."""
     classify, heatmaps = inference_functions(run)
     spec = input_spec(run.image_size)
-    os.makedirs(out_dir, exist_ok=True)
     live = jax.jit(lambda images: classify(images)[0])
     # The artifact holds XLA's own convolutions (no oneDNN custom calls), so it runs on
     # every platform without skinjax; the checks below compare it with the live model.
@@ -270,8 +317,8 @@ def export(
     safetensors_numpy.save_file(
         _flat_weights(run.model), os.path.join(out_dir, WEIGHTS), metadata={"format": "nnx"}
     )
-    onnx_files = sorted(f for f in os.listdir(out_dir) if f.startswith(ONNX)) if onnx else []
-    card = _card(run, platforms, checks, onnx_files)
+    one_image = jax.ShapeDtypeStruct((1, run.image_size, run.image_size, 3), jnp.uint8)
+    card = _card(run, out_dir, platforms, checks, flops.count(classify, one_image))
     with open(os.path.join(out_dir, CARD), "w") as f:
         json.dump(card, f, indent=2)
     with open(os.path.join(out_dir, CARD_MARKDOWN), "w") as f:
@@ -279,13 +326,22 @@ def export(
     return card
 
 
+def _checksum(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"bytes": os.path.getsize(path), "sha256": digest}
+
+
 def _card(
     run: trained.Trained,
+    out_dir: str,
     platforms: Sequence[str],
     checks: dict[str, float],
-    onnx_files: Sequence[str],
+    forward_flops: float,
 ) -> dict[str, Any]:
+    """The card of the files in ``out_dir``, with their sizes and sha256."""
     config = run.config
+    written = sorted(os.listdir(out_dir))
     size, classes = run.image_size, list(run.classes)
     return {
         "format": FORMAT,
@@ -313,9 +369,12 @@ def _card(
         "files": {
             "stablehlo": STABLEHLO,
             "gradcam_stablehlo": GRADCAM,
-            "onnx": list(onnx_files),  # large models keep their weights in model.onnx.data
+            # large models keep their weights in model.onnx.data
+            "onnx": [f for f in written if f.startswith(ONNX)],
             "weights": WEIGHTS,
         },
+        "checksums": {f: _checksum(os.path.join(out_dir, f)) for f in written},
+        "forward_flops_per_image": forward_flops,  # `skinjax.flops.count`
         "gradcam_layer": run.model.cam_layers[0],
         "platforms": list(platforms),
         "export_check": {
@@ -351,6 +410,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
         "- Outputs: `logits` and `probabilities`, float32 [batch, classes]; "
         f"`{GRADCAM}` gives Grad-CAM heat maps [batch, {size}, {size}] in [0, 1] "
         f"(predicted class, layer `{card['gradcam_layer']}`).",
+        f"- Cost: {card['forward_flops_per_image'] / 1e9:.3g} GFLOPs per image "
+        "(forward pass, a multiply-add counting two).",
         f"- Source: `{card['source']['workdir']}`, checkpoint step "
         f"{card['source']['checkpoint_step']} (best validation "
         f"{card['source']['best_metric']} {card['source']['best_value']:.4f}).",
@@ -420,6 +481,12 @@ class Artifact:
             self.card = json.load(f)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.image_size: int = self.card["input"]["shape"][1]
+        checksums = self.card.get("checksums")
+        if checksums is None:  # written as skinjax-export/1
+            logging.warning("%s: the model card has no checksums; files not verified", directory)
+        else:  # the files run here
+            for name in (STABLEHLO, GRADCAM):
+                verify(os.path.join(directory, name), checksums.get(name))
         self._classify = _deserialize(os.path.join(directory, STABLEHLO))
         self._heatmaps = _deserialize(os.path.join(directory, GRADCAM))
 
@@ -433,9 +500,32 @@ class Artifact:
         return np.asarray(self._heatmaps(images))
 
 
+def verify(path: str, expected: dict[str, Any] | None) -> None:
+    """Raises `ArtifactError` naming ``path`` unless its size and sha256 are ``expected``."""
+    if expected is None:
+        raise ArtifactError(f"{path}: not listed in the model card's checksums; export again.")
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{path}: missing; export again.")
+    found = _checksum(path)
+    if found["bytes"] != expected["bytes"]:
+        raise ArtifactError(
+            f"{path}: {found['bytes']} bytes where the model card records {expected['bytes']}: "
+            "truncated or replaced; export again."
+        )
+    if found["sha256"] != expected["sha256"]:
+        raise ArtifactError(
+            f"{path}: sha256 {found['sha256']} where the model card records "
+            f"{expected['sha256']}: the file was modified; export again."
+        )
+
+
 def _deserialize(path: str) -> Callable:
     with open(path, "rb") as f:
-        exported = jax.export.deserialize(bytearray(f.read()))
+        data = f.read()
+    try:
+        exported = jax.export.deserialize(bytearray(data))
+    except Exception as e:  # flatbuffers raise struct.error, IndexError, ... naming no file
+        raise ArtifactError(f"{path}: not a readable jax.export file ({e!r}); export again.") from e
     return jax.jit(exported.call)  # compiled once per batch size
 
 

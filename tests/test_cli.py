@@ -30,7 +30,7 @@ def test_misspelt_config_field_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "FATAL Flags parsing error: --config.train.batch_sise: no such config field "
-        "'batch_sise'. Did you mean \"batch_size\" instead of \"batch_sise\"?"
+        '\'batch_sise\'. Did you mean "batch_size" instead of "batch_sise"?'
     )
 
 

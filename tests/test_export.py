@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import tiny_run
 from flax import nnx
 from safetensors.numpy import load_file
 
+from scripts import summary
 from skinjax import explain, export, trained
 from skinjax.data import augment, images, sources
 
@@ -91,6 +93,46 @@ def test_model_card_and_weights(exported, live):
     weights = load_file(str(exported[1] / export.WEIGHTS))
     np.testing.assert_array_equal(weights["fc.kernel"], np.asarray(live.model.fc.kernel[...]))
     assert "backbone.stem.norm.mean" in weights
+    # The forward pass's FLOPs, as scripts/summary.py counts them (plus the normalisation).
+    expected = summary.forward_gflops(live.model, 32) * 1e9
+    assert expected <= card["forward_flops_per_image"] < 1.01 * expected
+    assert set(card["checksums"]) == set(os.listdir(exported[1])) - {
+        export.CARD,
+        export.CARD_MARKDOWN,
+    }
+
+
+def test_a_non_empty_directory_is_kept_or_replaced_whole(exported, tmp_path):
+    out = tmp_path / "artifact"
+    out.mkdir()
+    (out / export.ONNX).write_bytes(b"an earlier export")
+    (out / export.CARD).write_text("the user's own card")
+    with pytest.raises(export.ExportError, match="artifact is not empty.*--overwrite"):
+        export.export(str(exported[0]), str(out), platforms=("cpu",), onnx=False)
+    assert (out / export.CARD).read_text() == "the user's own card"
+    export.export(str(exported[0]), str(out), platforms=("cpu",), onnx=False, overwrite=True)
+    assert not (out / export.ONNX).exists()  # no stale file beside the new ones
+    assert json.loads((out / export.CARD).read_text())["files"]["onnx"] == []
+    assert os.listdir(tmp_path) == ["artifact"]  # nothing temporary left beside it
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data: data[:4096] + bytes(4096) + data[8192:], "sha256 .* the file was modified"),
+        (
+            lambda data: data[: len(data) // 2],
+            r"\d+ bytes where the model card records \d+: truncated",
+        ),
+    ],
+)
+def test_a_modified_or_truncated_file_is_named(exported, tmp_path, damage, message):
+    copy = tmp_path / "artifact"
+    shutil.copytree(exported[1], copy)
+    path = copy / export.STABLEHLO
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(export.ArtifactError, match=f"{export.STABLEHLO}: {message}"):
+        export.load(str(copy))
 
 
 def test_artifact_runs_without_skinjax(exported):
