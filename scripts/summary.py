@@ -7,8 +7,6 @@ are XLA's count of the eval-mode forward pass (a multiply-add counts two), which
 kernels run (`skinjax.flops`).
 """
 
-import jax
-import jax.numpy as jnp
 from absl import flags
 from clu import parameter_overview
 from flax import nnx
@@ -21,13 +19,6 @@ _NUM_CLASSES = flags.DEFINE_integer("num-classes", 2, "Number of output classes.
 flags.mark_flag_as_required("model")
 
 
-def forward_gflops(model: nnx.Module, image_size: int) -> float:
-    """The FLOPs of one eval-mode forward pass on one image, in GFLOPs."""
-    graphdef, state = nnx.split(model)
-    image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    return flops.count(lambda state, x: nnx.merge(graphdef, state)(x), state, image) / 1e9
-
-
 def main(argv):
     del argv
     model = nnx.eval_shape(lambda: models.build(_MODEL.value, _NUM_CLASSES.value))
@@ -35,7 +26,7 @@ def main(argv):
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     print(parameter_overview.get_parameter_overview(params, include_stats=False))
     print(
-        f"{_MODEL.value}: {forward_gflops(model, _IMAGE_SIZE.value):.2f} GFLOPs per "
+        f"{_MODEL.value}: {flops.forward(model, _IMAGE_SIZE.value) / 1e9:.2f} GFLOPs per "
         f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value} image"
     )
 

@@ -317,8 +317,7 @@ def _write(
     safetensors_numpy.save_file(
         _flat_weights(run.model), os.path.join(out_dir, WEIGHTS), metadata={"format": "nnx"}
     )
-    one_image = jax.ShapeDtypeStruct((1, run.image_size, run.image_size, 3), jnp.uint8)
-    card = _card(run, out_dir, platforms, checks, flops.count(classify, one_image))
+    card = _card(run, out_dir, platforms, checks, flops.forward(run.model, run.image_size))
     with open(os.path.join(out_dir, CARD), "w") as f:
         json.dump(card, f, indent=2)
     with open(os.path.join(out_dir, CARD_MARKDOWN), "w") as f:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+from flax import nnx
 
 from skinjax.kernels import onednn
 
@@ -35,3 +37,14 @@ def count(fn: Callable, *args: Any) -> float:
         )
     cost = lowered.cost_analysis()
     return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def forward(model: nnx.Module, image_size: int) -> float:
+    """FLOPs of ``model``'s forward pass (as it is: train or eval mode) on one image.
+
+    The state is an argument, not a constant of the trace, so a model of abstract
+    arrays (`nnx.eval_shape`) serves, and no weights are copied into the program.
+    """
+    graphdef, state = nnx.split(model)
+    image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    return count(lambda state, x: nnx.merge(graphdef, state)(x), state, image)

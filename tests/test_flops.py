@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from scripts import summary
 from skinjax import flops, models
 from skinjax.kernels import onednn
 
@@ -29,11 +28,11 @@ def test_the_count_is_the_same_with_and_without_onednn(forward):
     custom_calls = jax.jit(fn).lower(state, image).cost_analysis()["flops"]
     assert counted == xla_kernels
     assert custom_calls < 0.5 * counted  # what XLA's cost analysis saw of the oneDNN trace
-    # The figure scripts/summary.py prints, whichever kernels are on.
-    on = summary.forward_gflops(model, 32)
+    # The figure of scripts/summary.py and the model card, whichever kernels are on.
+    on = flops.forward(model, 32)
     with onednn.disabled():
-        off = summary.forward_gflops(model, 32)
-    assert on == off == pytest.approx(counted / 1e9)
+        off = flops.forward(model, 32)
+    assert on == off == counted
 
 
 def test_a_cached_onednn_trace_is_refused(forward):

@@ -213,7 +213,8 @@ class Trainer:
 
     Construction is checks, then writes: `check` raises on anything that refuses the
     run (config, data, the work directory's checkpoints) and writes nothing; `start`
-    writes to the work directory only after. A refused run leaves the directory as it was.
+    writes to the work directory only after. A refused run leaves the directory as it
+    was, but for the lock file of `train_and_evaluate`.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
