@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tiny_run
 from PIL import Image
 
 from configs import smoke
@@ -118,17 +119,34 @@ def test_bad_settings_are_refused_before_anything_is_written(
     assert os.listdir(tmp_path / "run") == [lock.LOCK_FILE]
 
 
-def test_non_rgb_images_train_and_evaluate_with_convert_to_rgb(config, tmp_path):
-    folder = config.data.dir
+def _add_non_rgb_images(folder):
     for mode, name in (("L", "grey.jpg"), ("RGBA", "rgba.png"), ("CMYK", "cmyk.jpg")):
         for label, value in (("benign", 90), ("malignant", 160)):
             Image.new(mode, (48, 40), value).save(f"{folder}/{label}/{name}")
+
+
+def test_non_rgb_images_train_and_evaluate_with_convert_to_rgb(config, tmp_path):
+    _add_non_rgb_images(config.data.dir)
     config.data.convert_to_rgb = True
     config.stages = {"stage1": config.stages.stage2}
     config.stages.stage1.num_epochs = 1.0
     loop.train_and_evaluate(config, str(tmp_path))
     # Evaluating both splits reads every image, the converted ones included.
     counts = [report.evaluate([str(tmp_path)], split=s)["num_examples"] for s in ("train", "val")]
+    assert sum(counts) == 30
+
+
+def test_evaluation_reads_with_its_data_overrides(small_folder, tmp_path_factory, tmp_path):
+    """evaluate.py --data.dir=D --data.convert_to_rgb=True on a run trained without it."""
+    workdir = tiny_run.workdir(tmp_path_factory)
+    _add_non_rgb_images(small_folder)
+    overrides = {"dir": str(small_folder), "convert_to_rgb": True, "val_fraction": 0.5}
+    counts = [
+        report.evaluate(
+            [str(workdir)], split=s, data_overrides=overrides, out_dir=str(tmp_path / s)
+        )["num_examples"]
+        for s in ("train", "val")
+    ]
     assert sum(counts) == 30
 
 
