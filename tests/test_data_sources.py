@@ -145,6 +145,12 @@ def test_an_id_on_two_rows_must_name_one_file_with_one_label(tmp_path, rows, mes
         )
 
 
+def test_two_files_of_one_name_in_a_class_folder_are_refused(small_folder):
+    Image.new("RGB", (64, 64)).save(small_folder / "benign" / "100.png")  # beside 100.jpg
+    with pytest.raises(DataError, match=r"files \['100.jpg', '100.png'\] share a name"):
+        sources.from_folders(str(small_folder))
+
+
 def test_images_below_the_minimum_size_are_bad(small_folder):
     Image.new("RGB", (1, 1)).save(small_folder / "benign" / "dot.png")
     collection = sources.from_folders(str(small_folder))

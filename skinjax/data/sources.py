@@ -8,6 +8,7 @@ an unknown label) raises `DataError` naming what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import os
@@ -110,6 +111,12 @@ def from_folders(root: str, classes: Sequence[str] | None = None) -> Collection:
         if not files:
             raise DataError(
                 f"class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        stems = collections.Counter(os.path.splitext(f)[0] for f in files)
+        twins = [f for f in files if stems[os.path.splitext(f)[0]] > 1]
+        if twins:  # an id (class/stem) would name two files
+            raise DataError(
+                f"{folder!r}: files {twins} share a name, and so an id; rename or remove one."
             )
         examples += [
             Example(
