@@ -1,7 +1,8 @@
 """How image files become pixels, as one object: the integrity scan, the training and
-evaluation pipelines, reports, CAM crops and the CycleGAN trainer all take the same
-`ReadOptions`, built once from ``config.data``, so that no reader can drop a setting
-that another honours (a flag copied field by field to nine call sites once was).
+evaluation pipelines, reports, CAM crops, the CycleGAN trainer, prediction and TFDS
+decoding all take a `ReadOptions`, built once from ``config.data``. Copied field by
+field to each call site, ``convert_to_rgb`` once reached the scan but not training;
+one object means no reader can drop a setting that another honours.
 """
 
 from __future__ import annotations
