@@ -2,7 +2,8 @@
 
 Reads the run's saved config and its best checkpoint (chosen on validation only),
 predicts a split, and reports what the papers report. With several work directories
-it averages their probabilities (an ensemble).
+it averages their probabilities (an ensemble). For ISIC 2018's seven diagnoses it also
+writes the split in the challenge's CSV format, submission and ground truth.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from flax import nnx
 
-from skinjax import metrics, parallel, plots, trained
+from skinjax import isic, metrics, parallel, plots, trained
 from skinjax.data import prepare
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
@@ -114,6 +115,11 @@ def evaluate(
         labels=labels,
         ids=np.array(collection.ids),
     )
+    if isic.matches(collection.classes):  # ISIC 2018's diagnoses: files its scorer reads
+        with open(os.path.join(out_dir, "isic_submission.csv"), "w") as f:
+            isic.write_submission(f, collection.ids, probs, collection.classes)
+        with open(os.path.join(out_dir, "isic_truth.csv"), "w") as f:
+            isic.write_truth(f, collection.ids, labels, collection.classes)
     _plot(probs, labels, collection.classes, result["confusion_matrix"], out_dir)
     return result
 
