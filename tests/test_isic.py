@@ -5,17 +5,13 @@ import io
 import json
 import pathlib
 
+import ham10000_run
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from ham10000_run import HAM10000
 
-from configs import ham10000
 from skinjax import isic, predict
-from skinjax.train import loop, report
-
-HAM10000 = SHARED_DATA / "ham10000"
-# Real images of each diagnosis in the small run: nevi twice as many, as reweighting needs.
-COUNTS = {name: 16 if name == "nv" else 8 for name in ham10000.HAM10000_CLASSES}
+from skinjax.train import report
 
 
 def test_columns_follow_the_challenge_whatever_the_class_order():
@@ -43,31 +39,7 @@ def test_bad_submissions_are_refused(classes, ids, message):
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> pathlib.Path:
-    """A tiny model trained for 24 steps on 64 real HAM10000 images (half of them held
-    out for validation), through configs/ham10000.py's data section."""
-    if not HAM10000.exists():
-        pytest.skip(f"real data not found at {HAM10000}")
-    root = tmp_path_factory.mktemp("ham10000_small")
-    with open(HAM10000 / "labels.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        rows, taken = [], dict.fromkeys(ham10000.HAM10000_CLASSES, 0)
-        for row in reader:
-            if taken[row["dx"]] < COUNTS[row["dx"]]:
-                taken[row["dx"]] += 1
-                rows.append(row)
-        with open(root / "labels.csv", "w", newline="") as out:
-            writer = csv.DictWriter(out, reader.fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-    (root / "images").symlink_to(HAM10000 / "images")
-    config = ham10000.get_config()
-    config.model.update(name="resnet18", options={"width": 8}, pretrained="")
-    config.data.update(dir=str(root), image_size=32, val_fraction=0.5)
-    config.stages.stage1.update(num_epochs=6.0, warmup_epochs=0.0, learning_rate=1e-3)
-    config.train.update(batch_size=8, log_every_steps=1)
-    config.eval.update(batch_size=8, bootstrap_samples=10)
-    loop.train_and_evaluate(config, str(root / "run"))
-    return root / "run"
+    return ham10000_run.workdir(tmp_path_factory)
 
 
 @pytest.mark.parametrize("reweight", [True, False])
