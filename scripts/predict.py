@@ -7,7 +7,9 @@ r"""Predicts image files with a trained work directory or an exported artifact.
 Prints, per file, the probability of every class and the predicted class (the most
 probable one), as CSV (default) or JSON; a folder stands for the files directly in it.
 --format isic writes the ISIC 2018 Task 3 submission CSV (`image`, then MEL, NV, BCC,
-AKIEC, BKL, DF, VASC; the model's classes must be those diagnoses).
+AKIEC, BKL, DF, VASC; the model's classes must be those diagnoses). Like every format it
+holds the model's own probabilities, neither reweighted by class frequency nor averaged
+over test-time views; `evaluate.py` writes those of the protocol for a labelled split.
 --gradcam writes a Grad-CAM overlay per image to OUT/<file name>.png. A file that cannot
 be read as an image gets an error (in its row, and on stderr) and the others still run;
 the exit status is then 1.
