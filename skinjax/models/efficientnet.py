@@ -48,7 +48,7 @@ _DIVISOR = 8  # Scaled channel counts are multiples of this.
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """What distinguishes B0 from Lite0, including how the reference names its modules."""
+    """What distinguishes B0 and the Lites, including how the reference names its modules."""
 
     activation: Activation
     squeeze_excite: bool
@@ -281,7 +281,7 @@ LITE0 = Variant(
     torch_head=("_fc",),
     fixed_stem_head=True,
 )
-# efficientnet_lite_builder.py's (width, depth, resolution, dropout) for Lite1 and Lite2.
+# efficientnet_lite_builder.py's width, depth and dropout (resolutions: at registration).
 LITE1 = dataclasses.replace(LITE0, depth=1.1)
 LITE2 = dataclasses.replace(LITE0, width=1.1, depth=1.2, dropout=0.3)
 
