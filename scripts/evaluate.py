@@ -3,6 +3,7 @@ confusion-matrix plots to W/eval_<split>/.
 
     python scripts/evaluate.py --workdir W [--split val|test] [--data.dir D ...]
     python scripts/evaluate.py --workdir W --ensemble W2,W3   # average probabilities
+    python scripts/evaluate.py --workdir W --ensemble W2 --ensemble_weights 2,1 --tta_rotations 4
     python scripts/evaluate.py --workdir W --noreweight       # not reweighted by class priors
 
 --data.* fields override the training run's data section, e.g. --data.dir for external
@@ -26,6 +27,12 @@ from skinjax.train import report
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split to evaluate: train, val or test.")
 _ENSEMBLE = flags.DEFINE_list("ensemble", [], "More work directories to average with.")
+_WEIGHTS = flags.DEFINE_list(
+    "ensemble_weights", None, "One weight per work directory, W first (default: equal)."
+)
+_ROTATIONS = flags.DEFINE_integer(
+    "tta_rotations", 1, "1, or 4: average the quarter turns at test time (eight views with flips)."
+)
 _OUT = flags.DEFINE_string("out", None, "Output directory (default W/eval_<split>).")
 _REWEIGHT = flags.DEFINE_bool(
     "reweight",
@@ -49,6 +56,8 @@ def main(argv):
         data_overrides=overrides,
         out_dir=_OUT.value,
         reweight=_REWEIGHT.value,
+        weights=None if _WEIGHTS.value is None else [float(w) for w in _WEIGHTS.value],
+        rotations=_ROTATIONS.value,
     )
     names = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity")
     print(" ".join(f"{n}={result[n]:.4f}" for n in names))

@@ -2,9 +2,14 @@ r"""Predicts image files with a trained work directory or an exported artifact.
 
     python scripts/predict.py --workdir W IMAGE_OR_DIR... [--gradcam OUT] [--format csv|json]
     python scripts/predict.py --artifact A IMAGE_OR_DIR... [--gradcam OUT] [--output FILE]
+    python scripts/predict.py --workdir W --format isic --output submission.csv TEST_DIR
 
 Prints, per file, the probability of every class and the predicted class (the most
 probable one), as CSV (default) or JSON; a folder stands for the files directly in it.
+--format isic writes the ISIC 2018 Task 3 submission CSV (`image`, then MEL, NV, BCC,
+AKIEC, BKL, DF, VASC; the model's classes must be those diagnoses). Like every format it
+holds the model's own probabilities, neither reweighted by class frequency nor averaged
+over test-time views; `evaluate.py` writes those of the protocol for a labelled split.
 --gradcam writes a Grad-CAM overlay per image to OUT/<file name>.png. A file that cannot
 be read as an image gets an error (in its row, and on stderr) and the others still run;
 the exit status is then 1. A folder with no files is an error (exit status 1).
@@ -18,12 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import cli, cpu, logs, predict
+from skinjax import cli, cpu, isic, logs, predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
 _ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
 _GRADCAM = flags.DEFINE_string("gradcam", None, "Directory for Grad-CAM overlays (PNG).")
-_FORMAT = flags.DEFINE_enum("format", "csv", ["csv", "json"], "Output format.")
+_WRITERS = {"csv": predict.write_csv, "json": predict.write_json, "isic": predict.write_isic}
+_FORMAT = flags.DEFINE_enum("format", "csv", list(_WRITERS), "Output format.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the results here instead of stdout.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
 flags.mark_flags_as_mutual_exclusive(["workdir", "artifact"], required=True)
@@ -40,13 +46,15 @@ def main(argv):
         if _WORKDIR.value
         else predict.from_artifact(_ARTIFACT.value)
     )
+    if _FORMAT.value == "isic":
+        isic.column_order(model.classes)  # a model of other classes fails before predicting
     results = predict.predict(
         model,
         files,
         batch_size=_BATCH_SIZE.value,
         gradcam_dir=_GRADCAM.value,
     )
-    write = predict.write_csv if _FORMAT.value == "csv" else predict.write_json
+    write = _WRITERS[_FORMAT.value]
     if _OUTPUT.value:
         with open(_OUTPUT.value, "w", newline="") as f:
             write(results, model.classes, f)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from skinjax import explain, export, trained
+from skinjax import explain, export, isic, trained
 from skinjax.data import images
 from skinjax.data.reading import ReadOptions
 
@@ -163,3 +163,14 @@ def write_json(predictions: Sequence[Prediction], classes: Sequence[str], out: T
         records.append(record | ({"gradcam": p.gradcam} if p.gradcam else {}))
     json.dump(records, out, indent=2)
     out.write("\n")
+
+
+def write_isic(predictions: Sequence[Prediction], classes: Sequence[str], out: TextIO) -> None:
+    """The ISIC challenge submission (`isic.write_submission`), ids from the file names.
+
+    Files with an error get no row (the format has no place for one): the caller reports them.
+    """
+    done = [p for p in predictions if not p.error]
+    ids = [os.path.splitext(os.path.basename(p.path))[0] for p in done]
+    probs = np.array([p.probabilities for p in done]).reshape(len(done), len(classes))
+    isic.write_submission(out, ids, probs, classes)

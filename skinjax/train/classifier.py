@@ -39,12 +39,15 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Inference:
-    """What prediction closes over: the eval-mode graph and the input normalisation."""
+    """What prediction closes over: the eval-mode graph, the input normalisation, and
+    ``rotations``, the number of quarter turns averaged at test time (4 with flips: all
+    eight views of a dermoscopic image, which has no up)."""
 
     graph: nnx.GraphDef
     mean: tuple[float, ...]
     std: tuple[float, ...]
     dtype: jnp.dtype = jnp.float32
+    rotations: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,12 +164,14 @@ def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
 
 
 def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Array], flip_tta: bool):
-    """Class probabilities (float32) per example; ``flip_tta`` averages with the mirror."""
+    """Class probabilities (float32) per example, averaged over the test-time views:
+    ``inference.rotations`` quarter turns, each also mirrored when ``flip_tta``."""
     model = nnx.merge(inference.graph, state.params, state.rest)
     images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
-    probs = jax.nn.softmax(model(images))
+    views = [jnp.rot90(images, k, axes=(1, 2)) for k in range(inference.rotations)]
     if flip_tta:
-        probs = (probs + jax.nn.softmax(model(images[:, :, ::-1]))) / 2
+        views += [view[:, :, ::-1] for view in views]
+    probs = sum(jax.nn.softmax(model(view)) for view in views) / len(views)
     return {"probs": probs, "label": batch["label"], "index": batch["index"], "mask": batch["mask"]}
 
 

@@ -2,7 +2,8 @@
 
 Reads the run's saved config and its best checkpoint (chosen on validation only),
 predicts a split, and reports what the papers report. With several work directories
-it averages their probabilities (an ensemble).
+it averages their probabilities (an ensemble). For ISIC 2018's seven diagnoses it also
+writes the split in the challenge's CSV format, submission and ground truth.
 """
 
 from __future__ import annotations
@@ -14,25 +15,26 @@ from collections.abc import Sequence
 import numpy as np
 from flax import nnx
 
-from skinjax import metrics, parallel, plots, trained
+from skinjax import isic, metrics, parallel, plots, trained
 from skinjax.data import prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
 
 
-def predict_workdir(workdir: str, collection: Collection, read: ReadOptions) -> np.ndarray:
-    """Probabilities of the work directory's best checkpoint on ``collection``."""
-    run = trained.load(workdir)
+def inference_state(
+    run: trained.Trained, *, rotations: int = 1
+) -> tuple[classifier.Inference, classifier.TrainState]:
+    """The run's model as `classifier.eval_step` takes it, averaging ``rotations`` quarter
+    turns at test time."""
     graph, params, rest = nnx.split(run.model, nnx.Param, ...)
     inference = classifier.Inference(
         graph,
         mean=tuple(run.config.data.mean),
         std=tuple(run.config.data.std),
         dtype=loop.compute_dtype(run.config),
+        rotations=rotations,
     )
-    placement = parallel.Placement("mesh")
-    eval_fn = classifier.compile_eval(inference, placement, flip_tta=run.config.eval.flip_tta)
     state = classifier.TrainState(
         step=np.int32(0),
         params=params,
@@ -41,6 +43,18 @@ def predict_workdir(workdir: str, collection: Collection, read: ReadOptions) -> 
         rng=np.zeros(2, np.uint32),
         lr_scale=np.float32(1),
     )
+    return inference, state
+
+
+def predict_workdir(
+    workdir: str, collection: Collection, read: ReadOptions, *, rotations: int = 1
+) -> np.ndarray:
+    """Probabilities of the work directory's best checkpoint on ``collection``, averaged
+    over ``rotations`` quarter turns (and their mirrors, when the run flips at test time)."""
+    run = trained.load(workdir)
+    inference, state = inference_state(run, rotations=rotations)
+    placement = parallel.Placement("mesh")
+    eval_fn = classifier.compile_eval(inference, placement, flip_tta=run.config.eval.flip_tta)
     return evaluation.predict(
         eval_fn,
         placement.put_state(state),
@@ -58,11 +72,19 @@ def evaluate(
     data_overrides: dict | None = None,
     out_dir: str | None = None,
     reweight: bool | None = None,
+    weights: Sequence[float] | None = None,
+    rotations: int = 1,
 ) -> dict:
     """Writes metrics.json and plots for ``split`` into ``out_dir``; returns the metrics.
 
-    ``reweight`` overrides the run's ``eval.reweight_by_inverse_frequency``.
+    ``reweight`` overrides the run's ``eval.reweight_by_inverse_frequency``. An ensemble
+    averages its members' probabilities with ``weights`` (equal by default); with
+    ``rotations`` 4, each member averages the four quarter turns of every image (eight
+    views with its flip test-time augmentation). Members, weights and views are recorded.
     """
+    weights = _ensemble_weights(workdirs, weights)
+    if rotations not in (1, 4):
+        raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
     config, run = trained.load_run(workdirs[0])
     if data_overrides:
         config.data.update(data_overrides)
@@ -77,7 +99,8 @@ def evaluate(
     collection = parts[split]
 
     def probabilities(part: Collection) -> np.ndarray:
-        probs = np.mean([predict_workdir(w, part, read) for w in workdirs], axis=0)
+        members = [predict_workdir(w, part, read, rotations=rotations) for w in workdirs]
+        probs = np.tensordot(weights, members, axes=1)
         return evaluation.scored(
             probs, run["class_counts"], reweight=config.eval.reweight_by_inverse_frequency
         )
@@ -103,6 +126,8 @@ def evaluate(
         classes=list(collection.classes),
         reweighted_by_inverse_frequency=bool(config.eval.reweight_by_inverse_frequency),
         workdirs=list(workdirs),
+        ensemble_weights=weights.tolist(),
+        test_time_views={"rotations": rotations, "flip": bool(config.eval.flip_tta)},
         data_dir=config.data.dir,
     )
     out_dir = out_dir or os.path.join(workdirs[0], f"eval_{split}")
@@ -115,8 +140,24 @@ def evaluate(
         labels=labels,
         ids=np.array(collection.ids),
     )
+    if isic.matches(collection.classes):  # ISIC 2018's diagnoses: files its scorer reads
+        with open(os.path.join(out_dir, "isic_submission.csv"), "w") as f:
+            isic.write_submission(f, collection.ids, probs, collection.classes)
+        with open(os.path.join(out_dir, "isic_truth.csv"), "w") as f:
+            isic.write_truth(f, collection.ids, labels, collection.classes)
     _plot(probs, labels, collection.classes, result["confusion_matrix"], out_dir)
     return result
+
+
+def _ensemble_weights(workdirs: Sequence[str], weights: Sequence[float] | None) -> np.ndarray:
+    """The members' weights, summing to 1; ValueError unless one non-negative per member."""
+    weights = np.ones(len(workdirs)) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != (len(workdirs),) or np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError(
+            f"ensemble weights {weights.tolist()} must be {len(workdirs)} non-negative numbers "
+            f"(one per work directory: {list(workdirs)}), not all zero"
+        )
+    return weights / weights.sum()
 
 
 def _plot(probs, labels, classes: Sequence[str], confusion, out_dir: str) -> None:
