@@ -27,6 +27,12 @@ def data_config() -> ml_collections.ConfigDict:
             path_template="{id}.jpg",
             split_column="",  # a published split, kept as it is
             label_map={},
+            # splits keep groups together: near-duplicate images always, and images that
+            # share a value in any of these CSV columns, e.g. ("lesion_id", "patient_id")
+            group_columns=(),
+            # a published split with one group on both sides: 'error', 'drop' (the
+            # copies outside the group's test / val side) or 'keep' (warned)
+            on_split_leak="drop",
             # splits (ignored with split_column)
             val_fraction=0.2,
             test_fraction=0.0,

@@ -16,6 +16,7 @@ with contextlib.suppress(ImportError):
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2020 = SHARED_DATA / "isic2020-part" / "train"
 ISIC2017 = SHARED_DATA / "isic2017"
+HAM10000 = SHARED_DATA / "ham10000"
 
 
 def _require(path: pathlib.Path) -> pathlib.Path:
@@ -32,6 +33,11 @@ def isic2020() -> pathlib.Path:
 @pytest.fixture
 def isic2017() -> pathlib.Path:
     return _require(ISIC2017)
+
+
+@pytest.fixture(scope="module")
+def ham10000() -> pathlib.Path:
+    return _require(HAM10000)
 
 
 @pytest.fixture

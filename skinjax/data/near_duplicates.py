@@ -145,6 +145,10 @@ def _map(fn, paths: Sequence[str], num_threads: int) -> list:
 def fingerprint(paths: Sequence[str], *, num_threads: int = 4) -> Fingerprints:
     """Reads every image once (JPEGs decoded at a reduced DCT scale)."""
     read = _map(_read, paths, num_threads)
+    if not read:
+        shape = (0, len(HASH_ZOOMS), 8, HASH_FREQUENCIES**2 - 1)
+        empty = np.zeros((0, len(ZOOMS), COARSE_SIDE, COARSE_SIDE), np.uint8)
+        return Fingerprints((), np.zeros(shape, np.float32), empty)
     small = np.stack([s for s, _ in read]).astype(np.float32)
     thumbs = np.stack([t for _, t in read])
     f = HASH_FREQUENCIES
@@ -154,23 +158,15 @@ def fingerprint(paths: Sequence[str], *, num_threads: int = 4) -> Fingerprints:
     return Fingerprints(tuple(paths), hashes.astype(np.float32), thumbs)
 
 
-def candidates(
-    query: Fingerprints,
-    index: Fingerprints | None = None,
-    *,
-    threshold: float = CANDIDATE_THRESHOLD,
-    top_k: int = TOP_K,
-    block: int = 128,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, orientation, cosine): each query image's top_k look-alikes in ``index``.
-
-    Without ``index``, the set against itself, each pair once with i < j.
-    """
-    within = index is None
-    base = (query if within else index).hashes[:, 0, 0]  # unzoomed, unturned: (M, D)
+def _nearest(
+    query: Fingerprints, index: Fingerprints, within: bool, threshold: float, top_k: int
+) -> tuple[np.ndarray, ...]:
+    """(i, j, orientation, cosine): each query image's top_k look-alikes in ``index``."""
+    base = index.hashes[:, 0, 0]  # unzoomed, unturned: (M, D)
     views = query.hashes.reshape(len(query), -1, base.shape[-1])  # zooms x orientations
     k = min(top_k, len(base) - within)
     found = [(np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)]
+    block = 128
     for start in range(0, len(query) if k > 0 else 0, block):
         q = views[start : start + block]
         best = (q.reshape(-1, q.shape[-1]) @ base.T).reshape(len(q), -1, len(base)).max(axis=1)
@@ -182,12 +178,35 @@ def candidates(
         i, j = start + r, top[r, c]
         view = np.einsum("nvd,nd->nv", views[i], base[j]).argmax(axis=1)
         found.append((i, j, view % 8, score[r, c]))
-    i, j, o, s = (np.concatenate(x) for x in zip(*found, strict=True))
-    if within:  # each unordered pair once, as (min, max)
-        o = np.where(i > j, _inverse(o), o)
+    return tuple(np.concatenate(x) for x in zip(*found, strict=True))
+
+
+def candidates(
+    first: Fingerprints,
+    second: Fingerprints | None = None,
+    *,
+    threshold: float = CANDIDATE_THRESHOLD,
+    top_k: int = TOP_K,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, orientation, cosine) of look-alike pairs, each pair once.
+
+    Within ``first`` (i < j), or across (i in first, j in second). Each side queries
+    the other, since the zoomed views are on the query side only.
+    """
+    if second is None:
+        i, j, o, s = _nearest(first, first, True, threshold, top_k)
+        o = np.where(i > j, _inverse(o), o)  # as (min, max)
         i, j = np.minimum(i, j), np.maximum(i, j)
-        _, first = np.unique(i * len(query) + j, return_index=True)
-        i, j, o, s = i[first], j[first], o[first], s[first]
+    else:
+        forward = _nearest(first, second, False, threshold, top_k)
+        i2, j2, o2, s2 = _nearest(second, first, False, threshold, top_k)
+        i, j, o, s = (
+            np.concatenate(x) for x in zip(forward, (j2, i2, _inverse(o2), s2), strict=True)
+        )
+    order = np.lexsort((-s, j, i))  # the better score of a pair found twice comes first
+    i, j, o, s = i[order], j[order], o[order], s[order]
+    first_of_pair = np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])]
+    i, j, o, s = (x[first_of_pair] for x in (i, j, o, s))
     return i.astype(np.int64), j.astype(np.int64), o.astype(np.int64), s.astype(np.float32)
 
 

@@ -1,5 +1,6 @@
 """From a config's ``data`` section to verified, de-duplicated train / val (/ test)
-collections: the one place that chains sources -> integrity scan -> splits.
+collections: the one place that chains sources -> integrity scan -> near-duplicate
+groups -> splits.
 """
 
 from __future__ import annotations
@@ -7,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import numpy as np
 from absl import logging
 
-from skinjax.data import integrity, sources, splits
+from skinjax.data import integrity, near_duplicates, sources, splits
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
@@ -21,7 +23,8 @@ class Prepared:
 
 
 def prepare(data: Mapping) -> Prepared:
-    """Reads the collection, checks every file, drops duplicate content, splits.
+    """Reads the collection, checks every file, drops duplicate content, splits with
+    near-duplicates and group columns kept together.
 
     It only reads: a run writes `Prepared.skipped` (`integrity.write_skipped`) once all
     of its checks have passed.
@@ -35,6 +38,14 @@ def prepare(data: Mapping) -> Prepared:
     unique, dropped = splits.deduplicate(scanned.collection, scanned.hashes)
     if dropped:
         logging.info("dropped %d byte-identical duplicate(s): %s", len(dropped), dropped[:10])
+    pairs = near_duplicates.find(near_duplicates.fingerprint(unique.paths)).confirmed()
+    groups = splits.group_ids(unique, pairs.i, pairs.j)
+    logging.info(
+        "%d near-duplicate pair(s); %d images in %d groups",
+        len(pairs),
+        len(unique),
+        len(np.unique(groups)),
+    )
     parts = splits.split(
         unique,
         val_fraction=data.get("val_fraction", 0.2),
@@ -42,6 +53,8 @@ def prepare(data: Mapping) -> Prepared:
         seed=data.get("split_seed", 0),
         num_folds=data.get("num_folds", 0),
         fold=data.get("fold", 0),
+        groups=groups,
+        on_split_leak=data.get("on_split_leak", "drop"),
     )
     for name, part in parts.items():
         counts = dict(zip(part.classes, part.class_counts().tolist(), strict=True))

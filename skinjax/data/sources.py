@@ -30,6 +30,7 @@ class Example:
     path: str
     label: int
     split: str | None = None
+    groups: tuple[str, ...] = ()  # values of config.data.group_columns, e.g. the lesion id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,7 @@ def from_csv(
     path_template: str = "{id}.jpg",
     split_column: str = "",
     label_map: Mapping[str, str] | None = None,
+    group_columns: Sequence[str] = (),
 ) -> Collection:
     """An image folder plus a CSV with one row per image.
 
@@ -170,6 +172,7 @@ def from_csv(
     named after the classes (the ISIC 2019 ground-truth layout). Paths come from
     ``path_column`` or from ``path_template`` formatted with the id; both are relative
     to ``root``. ``split_column`` keeps a published split (train / val / test).
+    ``group_columns`` (e.g. lesion_id, patient_id) name images that splits keep together.
     """
     _require_dir(root, "data directory")
     csv_path = os.path.join(root, csv_file)
@@ -183,7 +186,7 @@ def from_csv(
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         label_columns = [label_column] if label_column else list(classes)
-        for name in (id_column, path_column, split_column, *label_columns):
+        for name in (id_column, path_column, split_column, *label_columns, *group_columns):
             if name and name not in header:
                 raise DataError(f"{csv_path}: no column {name!r}; the columns are {header}.")
         examples, first = [], {}  # first: id -> (line, example) of its first row
@@ -216,7 +219,8 @@ def from_csv(
                     )
                 split = SPLIT_NAMES[raw_split]
             rel = _column(row, path_column) if path_column else path_template.format(id=id_)
-            example = Example(id_, os.path.join(root, rel), label, split)
+            groups = tuple(_column(row, name) for name in group_columns)
+            example = Example(id_, os.path.join(root, rel), label, split, groups)
             if id_ in first:
                 _check_repeated_id(csv_path, classes, first[id_], (line, example))
             first.setdefault(id_, (line, example))
@@ -230,6 +234,11 @@ def from_csv(
 def load(data_config: Mapping) -> Collection:
     """Builds the collection described by a config's ``data`` section."""
     kind = data_config["source"]
+    if kind == "folders" and data_config.get("group_columns"):
+        raise DataError(
+            "config.data.group_columns needs a CSV collection (source='csv'); a folder-per-class "
+            "collection has no columns."
+        )
     if kind == "folders":
         return from_folders(data_config["dir"], data_config.get("classes") or None)
     if kind == "csv":
@@ -243,5 +252,6 @@ def load(data_config: Mapping) -> Collection:
             path_template=data_config.get("path_template", "{id}.jpg"),
             split_column=data_config.get("split_column", ""),
             label_map=data_config.get("label_map") or {},
+            group_columns=tuple(data_config.get("group_columns") or ()),
         )
     raise DataError(f"config.data.source must be 'folders' or 'csv', not {kind!r}.")
