@@ -86,3 +86,10 @@ def test_orientations_of_the_hash_are_those_of_the_turned_image():
 def test_clusters_are_transitive():
     groups = nd.clusters(6, np.array([0, 3, 4]), np.array([3, 4, 1]))
     assert groups.tolist() == [0, 0, 2, 0, 0, 5]
+
+
+def test_shared_finds_the_copies_in_another_collection(sources, tmp_path):
+    with Image.open(sources[3]) as image:
+        (tmp_path / "copy.jpg").write_bytes(_copies(image.convert("RGB"))["all"])
+    test = [sources[0], str(tmp_path / "copy.jpg"), sources[1]]
+    assert nd.shared(test, sources[2:]).tolist() == [1]

@@ -230,3 +230,30 @@ def test_evaluate_writes_metrics_and_plots(config, tmp_path):
     report.evaluate([str(tmp_path), str(tmp_path)], split="val", out_dir=str(tmp_path / "ens"))
     ensemble = np.load(tmp_path / "ens" / "predictions.npz")
     np.testing.assert_allclose(ensemble["probs"], predictions["probs"], atol=1e-6)
+
+
+def test_external_evaluation_warns_of_copies_of_training_images(
+    config, tmp_path, isic2020, small_folder, caplog
+):
+    from PIL import Image
+
+    config.stages = {"stage1": config.stages.stage2}
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    external = tmp_path / "external"
+    for name in ("benign", "malignant"):
+        (external / name).mkdir(parents=True)
+        for f in sorted((isic2020 / name).iterdir())[-3:]:  # not among the training images
+            (external / name / f.name).symlink_to(f)
+    copied = sorted((small_folder / "benign").iterdir())[0]
+    with Image.open(copied) as image:
+        image.transpose(Image.FLIP_LEFT_RIGHT).save(external / "benign" / "copy.jpg", quality=80)
+    warned = 0
+    for split in ("train", "val"):
+        caplog.clear()
+        report.evaluate([str(tmp_path / "run")], split=split, data_overrides={"dir": str(external)})
+        warned += sum(
+            int(r.getMessage().split(" of the ")[0])
+            for r in caplog.records
+            if "copies" in r.getMessage()
+        )
+    assert warned == 1

@@ -294,6 +294,11 @@ def find(first: Fingerprints, second: Fingerprints | None = None) -> Pairs:
     return Pairs(i, j, o, s, confirm(first, first if second is None else second, i, j, o))
 
 
+def shared(paths: Sequence[str], others: Sequence[str]) -> np.ndarray:
+    """Indices of ``paths`` that have a copy or near-duplicate among ``others``."""
+    return np.unique(find(fingerprint(paths), fingerprint(others)).confirmed().i)
+
+
 def clusters(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Union-find over pairs of 0..n-1: a group id per item (its group's smallest item)."""
     parent = np.arange(n)

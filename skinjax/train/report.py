@@ -13,10 +13,11 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from skinjax import isic, metrics, parallel, plots, trained
-from skinjax.data import prepare
+from skinjax.data import near_duplicates, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
@@ -86,6 +87,7 @@ def evaluate(
     if rotations not in (1, 4):
         raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
     config, run = trained.load_run(workdirs[0])
+    training_data = config.data.to_dict()
     if data_overrides:
         config.data.update(data_overrides)
     if reweight is not None:
@@ -97,6 +99,18 @@ def evaluate(
     if tuple(parts[split].classes) != tuple(run["classes"]):
         raise ValueError(f"classes {parts[split].classes} differ from training's {run['classes']}")
     collection = parts[split]
+    if data_overrides:  # another collection: does it hold copies of training images?
+        shared = near_duplicates.shared(collection.paths, sources.load(training_data).paths)
+        if len(shared):
+            logging.warning(
+                "%d of the %d %s images are copies or near-duplicates of the run's training "
+                "collection (%s), e.g. %s: their scores are not external validation.",
+                len(shared),
+                len(collection),
+                split,
+                training_data["dir"],
+                [collection.ids[k] for k in shared[:5]],
+            )
 
     def probabilities(part: Collection) -> np.ndarray:
         members = [predict_workdir(w, part, read, rotations=rotations) for w in workdirs]
