@@ -166,10 +166,14 @@ def _nearest(
     views = query.hashes.reshape(len(query), -1, base.shape[-1])  # zooms x orientations
     k = min(top_k, len(base) - within)
     found = [(np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float32),)]
-    block = 128
+    block = 256
+    best = np.empty((block, len(base)), np.float32)
     for start in range(0, len(query) if k > 0 else 0, block):
         q = views[start : start + block]
-        best = (q.reshape(-1, q.shape[-1]) @ base.T).reshape(len(q), -1, len(base)).max(axis=1)
+        best = best[: len(q)]
+        np.matmul(q[:, 0], base.T, out=best)
+        for v in range(1, q.shape[1]):  # one view at a time: the block stays in cache
+            np.maximum(best, q[:, v] @ base.T, out=best)
         if within:
             best[np.arange(len(q)), start + np.arange(len(q))] = -1.0
         top = np.argpartition(-best, k - 1, axis=1)[:, :k]
