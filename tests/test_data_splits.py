@@ -147,7 +147,7 @@ def test_lesion_id_column_keeps_a_lesions_images_on_one_side(tmp_path, ham10000)
     for seed in range(3):
         parts = prepare.prepare(
             _data(tmp_path, group_columns=("lesion_id",), val_fraction=0.3, split_seed=seed)
-        )
+        ).parts
         lesion = {image_id: les for image_id, _, les, _ in rows}
         train = {lesion[i] for i in parts["train"].ids}
         val = {lesion[i] for i in parts["val"].ids}
