@@ -173,8 +173,9 @@ def test_published_split_leak_error_drop_keep(tmp_path, ham10000):
     assert leak[0] not in dropped["train"].ids and leak[1] in dropped["val"].ids
     kept = splits.split(collection, groups=groups, on_split_leak="keep")
     assert leak[0] in kept["train"].ids and len(kept["train"]) + len(kept["val"]) == 6
-    with pytest.raises(DataError, match="on_split_leak must be"):
-        splits.split(collection, groups=groups, on_split_leak="warn")
+    for unsplit in (collection, sources.Collection(collection.classes, ())):
+        with pytest.raises(DataError, match="on_split_leak must be"):
+            splits.split(unsplit, groups=groups[: len(unsplit)], on_split_leak="warn")
 
 
 def test_group_columns_need_a_csv_collection(isic2020):

@@ -138,10 +138,6 @@ def published_leaks(collection: Collection, groups: np.ndarray) -> list[list[str
 
 def _resolve_leaks(collection: Collection, groups: np.ndarray, on_split_leak: str) -> Collection:
     """Applies config.data.on_split_leak to the groups a published split cuts through."""
-    if on_split_leak not in ("error", "drop", "keep"):
-        raise DataError(
-            f"config.data.on_split_leak must be 'error', 'drop' or 'keep', not {on_split_leak!r}."
-        )
     leaks = published_leaks(collection, groups)
     if not leaks:
         return collection
@@ -189,6 +185,10 @@ def split(
     stratified validation fraction or, with ``num_folds``, fold ``fold`` of a
     stratified k-fold over the rest. ``groups`` defaults to one group per example.
     """
+    if on_split_leak not in ("error", "drop", "keep"):
+        raise DataError(
+            f"config.data.on_split_leak must be 'error', 'drop' or 'keep', not {on_split_leak!r}."
+        )
     groups = np.arange(len(collection)) if groups is None else np.asarray(groups)
     published = {e.split for e in collection.examples}
     if published != {None}:
