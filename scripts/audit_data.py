@@ -20,35 +20,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
+from configs import cam_crop, ham10000
+from skinjax import cli
 from skinjax import config as base_config
 from skinjax.data import audit, sources
 
 _OUT = flags.DEFINE_string("out", None, "Directory for summary.txt, pairs.csv and the sheets.")
 flags.mark_flag_as_required("out")
 
-_SHARED = "../shared/data"
-COLLECTIONS = {
-    "isic2020-part": dict(source="folders", dir=base_config.ISIC2020_TRAIN),
-    "isic2017": dict(
-        source="csv",
-        dir=base_config.ISIC2017,
-        csv="labels.csv",
-        id_column="image_id",
-        label_column="diagnosis",
-        path_column="file",
-        split_column="split",
-        classes=("nevus", "melanoma", "seborrheic_keratosis"),
-    ),
-    "ham10000": dict(
-        source="csv",
-        dir=f"{_SHARED}/ham10000",
-        csv="labels.csv",
-        id_column="image_id",
-        label_column="dx",
-        path_column="file",
-        classes=("nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"),
-        group_columns=("lesion_id",),
-    ),
+COLLECTIONS = {  # the collections in ../shared/data, as the configs read them
+    "isic2020-part": lambda: dict(source="folders", dir=base_config.ISIC2020_TRAIN),
+    "isic2017": lambda: cam_crop.ISIC2017,
+    "ham10000": lambda: ham10000.get_config().data.to_dict(),
 }
 
 
@@ -56,7 +39,9 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError(f"name at least one collection (a folder, or {sorted(COLLECTIONS)})")
     collections = {
-        name: sources.load(COLLECTIONS.get(name) or dict(source="folders", dir=name))
+        name: sources.load(
+            COLLECTIONS[name]() if name in COLLECTIONS else dict(source="folders", dir=name)
+        )
         for name in argv[1:]
     }
     start = time.perf_counter()
@@ -68,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
