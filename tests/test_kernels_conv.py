@@ -11,11 +11,20 @@ import pytest
 from skinjax.kernels import conv, onednn
 
 native = pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not built here")
+native_bfloat16 = pytest.mark.skipif(
+    not onednn.available() or jnp.bfloat16 not in onednn.dtypes(),
+    reason="oneDNN runs no bfloat16 on this CPU (AVX2 only)",
+)
 
 
 def _lax(x, w, strides, padding):
     return jax.lax.conv_general_dilated(
-        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x,
+        w,
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1] // w.shape[2],
     )
 
 
@@ -40,6 +49,11 @@ def test_built_where_supported():
         ((3, 16, 16, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3))),
         ((2, 10, 10, 8), (1, 1, 8, 16), (2, 2), ((0, 0), (0, 0))),
         ((1, 8, 12, 4), (3, 5, 4, 6), (2, 1), ((0, 1), (2, 1))),  # TF 'SAME'-like, asymmetric
+        # Grouped: depthwise (one input channel per group), stride 1 and 2, and two groups.
+        ((2, 9, 11, 6), (3, 3, 1, 6), (1, 1), ((1, 1), (1, 1))),
+        ((2, 10, 10, 5), (5, 5, 1, 5), (2, 2), ((1, 2), (1, 2))),
+        ((2, 8, 8, 16), (3, 3, 1, 16), (2, 2), ((0, 1), (0, 1))),
+        ((2, 8, 8, 6), (3, 3, 3, 4), (1, 1), ((1, 1), (1, 1))),
     ],
 )
 def test_float32_matches_lax_forward_and_backward(shape, kernel, strides, padding):
@@ -55,7 +69,7 @@ def test_float32_matches_lax_forward_and_backward(shape, kernel, strides, paddin
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@native
+@native_bfloat16
 def test_bfloat16_is_float32_of_rounded_operands_rounded_once():
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 16)).astype(jnp.bfloat16)
     w = jax.random.normal(jax.random.key(1), (3, 3, 16, 32)).astype(jnp.bfloat16)
@@ -70,7 +84,7 @@ def test_bfloat16_is_float32_of_rounded_operands_rounded_once():
         np.testing.assert_allclose(f32(a), b, rtol=2**-8, atol=1e-5 * float(jnp.abs(b).max()))
 
 
-@native
+@native_bfloat16
 def test_float32_kernel_of_bfloat16_activations_is_rounded_once_and_gets_float32_gradient():
     """As if cast to bfloat16 first, but the kernel gradient stays float32 (no bf16 rounding)."""
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 16)).astype(jnp.bfloat16)
@@ -100,7 +114,11 @@ def test_disabled_and_unsupported_convolutions_trace_lax():
     x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
     with onednn.disabled():
         assert not conv.supports(x, w, 1)
-    assert not conv.supports(x, jnp.ones((3, 3, 1, 4)), 4)  # grouped
+    depthwise = jnp.ones((3, 3, 1, 4))
+    assert conv.supports(x, depthwise, 4) == onednn.available()
+    # oneDNN has no bfloat16 grouped convolution on NHWC activations.
+    assert not conv.supports(x.astype(jnp.bfloat16), depthwise, 4)
+    assert not conv.supports(x, depthwise, 2)  # groups that do not match the kernel
     assert not conv.supports(x.astype(jnp.float16), w.astype(jnp.float16), 1)
     assert not conv.supports(x, w.astype(jnp.bfloat16), 1)  # bf16 kernel, f32 input
 
@@ -168,3 +186,16 @@ def test_a_bias_that_does_not_match_the_output_channels_is_an_error():
     x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 8))
     with pytest.raises(Exception, match="bias per output channel"):
         jax.block_until_ready(conv.conv2d_bias(x, w, jnp.ones(5), (1, 1), ((1, 1), (1, 1))))
+
+
+@native
+def test_bfloat16_is_taken_exactly_where_onednn_runs_it():
+    """On a CPU without AVX-512 oneDNN cannot make bfloat16 primitives: XLA's run instead."""
+    x, w = jnp.ones((1, 8, 8, 16), jnp.bfloat16), jnp.ones((3, 3, 16, 16), jnp.bfloat16)
+    args = ((1, 1), ((1, 1), (1, 1)))
+    assert conv.supports(x, w, 1) == (jnp.bfloat16 in onednn.dtypes())
+    if conv.supports(x, w, 1):
+        jax.block_until_ready(conv.conv2d(x, w, *args))
+    else:
+        with pytest.raises(Exception, match="could not create a primitive"):
+            jax.block_until_ready(conv.conv2d(x, w, *args))

@@ -122,10 +122,17 @@ def test_bfloat16_folding_stays_within_bfloat16_rounding():
     np.testing.assert_allclose(got.astype(jnp.float32), expected, rtol=2**-6, atol=2**-6)
 
 
+@pytest.mark.parametrize("form", ["onednn", "shifted_sum"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(("kernel_size", "stride"), [(3, 1), (5, 2)])
-def test_depthwise_shifted_sum_matches_lax_convolution(dtype, kernel_size, stride):
-    """Values and gradients, accumulated in float32: one bfloat16 rounding of the result."""
+def test_depthwise_matches_lax_convolution(form, dtype, kernel_size, stride):
+    """Values and gradients, accumulated in float32: one bfloat16 rounding of the result.
+
+    On CPU depthwise convolutions run through oneDNN, or as shifted sums without it.
+    """
+    if form == "onednn" and not onednn.available():
+        pytest.skip("oneDNN kernels not built here")
+    context = onednn.disabled if form == "shifted_sum" else contextlib.nullcontext
     channels, pad = 6, kernel_size // 2
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, channels)).astype(dtype)
     kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 1, channels))
@@ -143,8 +150,12 @@ def test_depthwise_shifted_sum_matches_lax_convolution(dtype, kernel_size, strid
         )
 
     def ours(x, kernel):
-        return layers.conv2d(x, kernel, (stride, stride), padding, groups=channels)
+        with context():
+            return layers.conv2d(x, kernel, (stride, stride), padding, groups=channels)
 
+    with context():
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(ours(x, k))))(kernel))
+    assert (onednn.target("ConvBackwardWeights") in jaxpr) == (form == "onednn")
     y = ours(x, kernel)
     assert y.dtype == dtype
     g = jax.random.normal(jax.random.key(2), y.shape)

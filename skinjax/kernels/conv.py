@@ -29,16 +29,22 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 def supports(x: Array, w: Array, feature_group_count: int) -> bool:
-    """Whether `conv2d` computes this convolution: 2D, undilated, no groups, f32/bf16.
+    """Whether `conv2d` computes this convolution: 2D, undilated, f32/bf16, grouped or not.
 
-    The kernel is in ``x``'s dtype or float32 (a float32 parameter with bfloat16
-    activations: oneDNN casts it as it reorders it, so no cast runs before).
+    Groups (depthwise convolutions among them) follow from the shapes: an HWIO kernel of
+    ``I`` input channels on ``C``-channel activations has ``C / I`` of them; oneDNN 3.2
+    has no bfloat16 grouped convolution on NHWC activations, so grouped ones are float32
+    only (`skinjax.models.layers.conv2d` runs bfloat16 ones in float32). The kernel
+    is in ``x``'s dtype or float32 (a float32 parameter with bfloat16 activations: oneDNN
+    casts it as it reorders it, so no cast runs before).
     """
     return (
         x.ndim == 4
         and w.ndim == 4
-        and feature_group_count == 1
-        and x.dtype in onednn.DTYPES
+        and feature_group_count * w.shape[2] == x.shape[-1]
+        and w.shape[3] % feature_group_count == 0
+        and (feature_group_count == 1 or x.dtype == jnp.float32)
+        and x.dtype in onednn.dtypes()
         and w.dtype in (x.dtype, jnp.dtype(jnp.float32))
         and onednn.available()
     )

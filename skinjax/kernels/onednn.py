@@ -20,8 +20,6 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 
-# The activation dtypes the handlers take.
-DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 # The FFI handlers the extension exports; each is registered as the target `target(name)`.
 HANDLERS = (
     "ConvForward",
@@ -101,9 +99,24 @@ def available() -> bool:
     return _state["enabled"] and jax.default_backend() == "cpu" and library() is not None
 
 
+@functools.cache
+def dtypes() -> tuple[jnp.dtype, ...]:
+    """The activation dtypes the handlers take on this CPU: float32, and bfloat16 where
+    oneDNN runs it (AVX-512 and newer; a CPU with AVX2 alone gets XLA's kernels for it)."""
+    bfloat16 = library() is not None and bool(_supports_bfloat16())
+    return (jnp.dtype(jnp.float32),) + ((jnp.dtype(jnp.bfloat16),) if bfloat16 else ())
+
+
+def _supports_bfloat16() -> bool:
+    function = loaded().SupportsBFloat16
+    function.restype = ctypes.c_bool
+    return function()
+
+
 def takes(x: jax.Array) -> bool:
-    """Whether NHWC activations ``x`` traced now go to oneDNN: rank 4, float32 or bfloat16."""
-    return x.ndim == 4 and x.dtype in DTYPES and available()
+    """Whether NHWC activations ``x`` traced now go to oneDNN: rank 4, float32 or (where
+    this CPU runs it) bfloat16."""
+    return x.ndim == 4 and available() and x.dtype in dtypes()
 
 
 @functools.cache

@@ -1,5 +1,7 @@
 // 2D convolutions through oneDNN, as XLA FFI handlers: forward, input gradient and
 // kernel gradient of an NHWC x HWIO convolution, float32 or bfloat16 operands.
+// Grouped convolutions (depthwise ones included) follow from the shapes: an HWIO kernel
+// of I input channels on C-channel activations has C / I groups.
 //
 // Each handler takes two operands and writes one result; the result's shape and dtype,
 // given by the caller, complete the problem. The forward pass can also add a float32
@@ -28,7 +30,8 @@ namespace {
 
 enum class Pass { kForward, kBackwardData, kBackwardWeights };
 
-// One convolution problem: oneDNN's logical shapes (NCHW, OIHW) and dtypes.
+// One convolution problem: oneDNN's logical shapes (NCHW; OIHW, or GOIHW with groups)
+// and dtypes.
 struct Problem {
   Pass pass;
   memory::dims src, weights, dst, strides, pad_begin, pad_end;
@@ -67,7 +70,9 @@ std::unique_ptr<Plan> MakePlan(const Problem& p) {
   const memory::desc any_weights(p.weights, weights_out ? p.weights_type : p.src_type,
                                  Tag::any);
   auto plan = std::make_unique<Plan>();
-  plan->user_weights = memory::desc(p.weights, p.weights_type, Tag::hwio);
+  // With groups, JAX's HWIO kernel (I per group, O = groups x O per group) is hwigo.
+  const bool grouped = p.weights.size() == 5;
+  plan->user_weights = memory::desc(p.weights, p.weights_type, grouped ? Tag::hwigo : Tag::hwio);
   // The forward descriptor, which the backward passes take as a hint.
   const memory::desc hint_weights(p.weights, p.src_type, Tag::any);
   dnnl::primitive_attr forward_attr = attr;
@@ -136,9 +141,18 @@ ffi::Error Convolve(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b,
     return ffi::Error::InvalidArgument(
         "onednn conv: expected NHWC and HWIO operands, 2 strides and 4 paddings");
   }
+  if (w[2] <= 0 || x[3] % w[2] != 0 || w[3] % (x[3] / w[2]) != 0) {
+    return ffi::Error::InvalidArgument(
+        "onednn conv: the kernel's input channels must divide the activations' and the "
+        "groups they make must divide its output channels");
+  }
+  const int64_t groups = x[3] / w[2];
+  const memory::dims weights =
+      groups == 1 ? memory::dims{w[3], w[2], w[0], w[1]}
+                  : memory::dims{groups, w[3] / groups, w[2], w[0], w[1]};
   Problem p{pass,
             {x[0], x[3], x[1], x[2]},
-            {w[3], w[2], w[0], w[1]},
+            weights,
             {y[0], y[3], y[1], y[2]},
             {strides[0], strides[1]},
             {padding[0], padding[2]},
@@ -255,3 +269,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, skinjax::Forward,
 
 SKINJAX_CONV_HANDLER(ConvBackwardData, skinjax::Pass::kBackwardData)
 SKINJAX_CONV_HANDLER(ConvBackwardWeights, skinjax::Pass::kBackwardWeights)
+
+// Whether oneDNN runs bfloat16 convolutions on this CPU (AVX-512 or newer; not on AVX2
+// alone), as a small forward problem whose primitive it can or cannot create.
+extern "C" bool SupportsBFloat16() {
+  try {
+    const memory::desc x({1, 16, 8, 8}, Type::bf16, Tag::nhwc);
+    const memory::desc w({16, 16, 3, 3}, Type::bf16, Tag::any);
+    const dnnl::convolution_forward::primitive_desc pd(
+        skinjax::Engine(), dnnl::prop_kind::forward_training,
+        dnnl::algorithm::convolution_direct, x, w, memory::desc(), x, {1, 1}, {0, 0}, {1, 1},
+        {1, 1});
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}

@@ -124,10 +124,13 @@ def conv2d(
 
     - 2D convolutions go to oneDNN where `kernels.conv.supports` them (tracing for the
       CPU; bfloat16 ones 2x faster than XLA's), which takes a float32 kernel as it is.
-    - Depthwise convolutions become sums of k*k shifted products, which XLA fuses into
-      one loop: XLA's CPU depthwise convolution is 5-30x slower forward and 2-10x slower
-      backward (EfficientNet-Lite0's shapes, docs/benchmarks.md). The sum is the same
-      function on every backend.
+    - Depthwise convolutions on CPU go to oneDNN too, in float32 whatever the activations'
+      dtype (it has no bfloat16 form for them): 4-5x faster to train than a sum of k*k
+      shifted products and 9x less memory, as the sum's backward pass kept k*k shifted
+      copies of every input alive (EfficientNet-Lite0's train step 6.2 GiB of XLA
+      temporaries at batch 32, docs/benchmarks.md). On a CPU without oneDNN they are
+      that sum, XLA's own depthwise convolution being 5-30x slower forward there; on
+      GPUs and TPUs they are XLA's native convolution.
     - 1x1 convolutions without padding are matmuls over the channel axis,
       returned in float32 (see `matmul`): XLA's own 1x1 convolution is slower than that
       matmul on CPU, most in the backward pass (a train step 1.8x), and the matmul is as
@@ -138,7 +141,11 @@ def conv2d(
     padding = tuple(map(tuple, padding))
     if conv.supports(x, kernel, groups):
         return conv.conv2d(x, kernel, tuple(strides), padding)
-    if groups == channels and per_group == 1 and out == channels:
+    depthwise = groups == channels and per_group == 1 and out == channels
+    if depthwise and conv.supports(x.astype(jnp.float32), kernel, groups):
+        y = conv.conv2d(x.astype(jnp.float32), kernel, tuple(strides), padding)
+        return y.astype(x.dtype)
+    if depthwise and jax.default_backend() == "cpu":
         return _shifted_sum_depthwise(x, kernel, strides, padding)
     kernel = kernel.astype(x.dtype)
     if (kh, kw, groups) == (1, 1, 1) and padding == ((0, 0), (0, 0)):
