@@ -34,6 +34,7 @@ from skinjax import benchmark, cli, cpu, logs
 from skinjax.data import augment, pipeline, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
+from skinjax.train import memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16"], "Global batch sizes.")
@@ -51,6 +52,12 @@ _TORCH_VARIANTS = flags.DEFINE_list(
 _PLOT = flags.DEFINE_string("plot", None, "Write images/s against batch size to this PNG.")
 _XLA_KERNELS = flags.DEFINE_bool(
     "xla_kernels", False, "Also time skinjax with XLA's kernels instead of oneDNN's."
+)
+_MAX_BATCH = flags.DEFINE_bool(
+    "max_batch",
+    False,
+    "Only find the largest train batch that fits the free memory (or "
+    "config.train.memory_limit_gib), from XLA's figures for the compiled step; no timing.",
 )
 flags.mark_flag_as_required("config")
 
@@ -158,6 +165,27 @@ def _end_to_end(config, steps, collection, batch: int, common: dict, rows: list[
     )
 
 
+def _max_batch(config, rows: list[dict]) -> None:
+    """The largest train batch whose step fits the memory the training run would allow."""
+    stage = _STAGE.value or list(config.stages)[-1]
+    limit = config.train.memory_limit_gib
+    free = limit * memory.GIB if limit > 0 else memory.free_bytes(jax.local_devices()[0])[0]
+    for dtype in _DTYPES.value:
+        config.model.dtype = dtype
+
+        def fits(batch: int) -> bool:
+            need = benchmark.train_step_memory(
+                config, stage=stage, batch_size=batch, num_classes=len(config.data.classes) or 2
+            )
+            print(f"batch {batch}: {need.describe()}", flush=True)
+            return need.total <= free
+
+        largest = benchmark.max_batch_size(fits, multiple=jax.device_count())
+        record = {"kind": "max_batch", "model": config.model.name, "stage": stage, "dtype": dtype}
+        record |= {"image_size": config.data.image_size, "free_gib": free / memory.GIB}
+        _emit(record | {"max_batch_size": largest}, rows)
+
+
 def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> None:
     """Train and eval steps (and peers); with ``collection``, also end to end."""
     num_classes = len(config.data.classes) or 2
@@ -180,10 +208,15 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                 if "torch" in _COMPARE.value:
                     peers = _torch_steps(config, config.stages[stage], batch, dtype, threads)
                 impls |= peers
-                fns = {}
-                for name, impl in impls.items():
-                    fns[f"{name} train"], fns[f"{name} eval"] = impl.train, impl.eval
-                t = benchmark.time_alternating(fns, repeats=_REPEATS.value, batch=batch)
+                # Train rounds, then eval rounds: each process's peak memory is read
+                # after each phase (reset before it), so each figure is that step's own.
+                t, peaks = {}, {}
+                for kind in ("train", "eval"):
+                    for impl in impls.values():
+                        impl.reset_peak()
+                    fns = {f"{name} {kind}": getattr(impl, kind) for name, impl in impls.items()}
+                    t |= benchmark.time_alternating(fns, repeats=_REPEATS.value, batch=batch)
+                    peaks |= {f"{name} {kind}": impl.peak_bytes() for name, impl in impls.items()}
                 for peer in peers.values():
                     peer.close()
                 common = {
@@ -195,8 +228,19 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     "batch_size": batch,
                     "threads": threads,
                     "load_average": os.getloadavg()[0],
+                    "keep_freed_memory": cpu.keeps_freed_memory(),
                 }
                 train_s = t["skinjax train"].median_s
+                xla = {
+                    f"xla_{kind}_gib": m.total / memory.GIB
+                    for kind, m in (("train", steps.train_memory), ("eval", steps.eval_memory))
+                    if m is not None
+                }
+                device = jax.local_devices()[0]
+                if device.platform != "cpu":  # the device's own peak, since the process began
+                    xla["device_peak_gib"] = (device.memory_stats() or {}).get(
+                        "peak_bytes_in_use", float("nan")
+                    ) / memory.GIB
                 _emit(
                     {
                         "kind": "step",
@@ -209,28 +253,33 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                         "train_gflops_per_image": steps.train_flops / batch / 1e9,
                         "train_gflops_per_s": steps.train_flops / train_s / 1e9,
                         "fraction_of_matmul_peak": steps.train_flops / train_s / 1e9 / peak,
-                        "temp_memory_mb": steps.temp_memory_mb,
+                        "train_peak_host_gib": peaks["skinjax train"] / memory.GIB,
+                        "eval_peak_host_gib": peaks["skinjax eval"] / memory.GIB,
+                        **xla,
                     },
                     rows,
                 )
                 if collection is not None:
                     _end_to_end(config, steps, collection, batch, common, rows)
                 for name in list(impls)[1:]:  # the peers, in --torch_variants order
-                    train, evaluate = t[f"{name} train"], t[f"{name} eval"]
-                    _emit(
-                        {
-                            "kind": "step",
-                            "implementation": name,
-                            "peer_model": getattr(impls[name], "model", config.model.name),
-                            **common,
-                            "train_images_per_s": train.images_per_s,
-                            "eval_images_per_s": evaluate.images_per_s,
-                            "skinjax_over_peer_train": train.median_s / train_s,
-                            "skinjax_over_peer_eval": evaluate.median_s
-                            / t["skinjax eval"].median_s,
-                        },
-                        rows,
-                    )
+                    record = {
+                        "kind": "step",
+                        "implementation": name,
+                        "peer_model": getattr(impls[name], "model", config.model.name),
+                        **common,
+                    }
+                    for kind in ("train", "eval"):
+                        ours, theirs = t[f"skinjax {kind}"], t[f"{name} {kind}"]
+                        median, low, high = benchmark.ratio_spread(ours, theirs)
+                        record |= {
+                            f"{kind}_images_per_s": theirs.images_per_s,
+                            f"{kind}_peak_host_gib": peaks[f"{name} {kind}"] / memory.GIB,
+                            f"skinjax_over_peer_{kind}": median,
+                            f"skinjax_over_peer_{kind}_range": [low, high],
+                            f"skinjax_over_peer_{kind}_memory": peaks[f"skinjax {kind}"]
+                            / peaks[f"{name} {kind}"],
+                        }
+                    _emit(record, rows)
 
 
 def _print_tables(rows: list[dict]) -> None:
@@ -278,9 +327,12 @@ def _print_tables(rows: list[dict]) -> None:
 def main(argv):
     del argv
     logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts; for PyTorch too (same process)
+    cpu.keep_freed_memory()  # before the backend starts, as the entry points do
     config = _CONFIG.value
     rows: list[dict] = []
+    if _MAX_BATCH.value:
+        _max_batch(config, rows)
+        return
     peak = benchmark.matmul_peak_gflops()
     _emit(
         {

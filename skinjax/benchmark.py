@@ -11,24 +11,31 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from skinjax import parallel
+from skinjax import cpu, parallel
 from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.flops import count as count_flops
-from skinjax.train import classifier, loop, optim
+from skinjax.train import classifier, loop, memory, optim
 
 
 @dataclasses.dataclass
 class Timing:
     median_s: float
     images_per_s: float
+    rounds_s: list[float] = dataclasses.field(default_factory=list)  # each round's time
+
+
+def _timing(times: list[float], batch: int) -> Timing:
+    median = statistics.median(times)
+    return Timing(median, batch / median, times)
 
 
 def _time(fn: Callable[[], object], repeats: int, batch: int) -> Timing:
@@ -37,8 +44,14 @@ def _time(fn: Callable[[], object], repeats: int, batch: int) -> Timing:
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return Timing(median, batch / median)
+    return _timing(times, batch)
+
+
+def ratio_spread(ours: Timing, theirs: Timing) -> tuple[float, float, float]:
+    """Median, lowest and highest of the per-round ratios theirs / ours (our speed over
+    theirs): rounds alternate the two, so each ratio compares them under the same load."""
+    ratios = sorted(t / o for o, t in zip(ours.rounds_s, theirs.rounds_s, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def matmul_peak_gflops(dtype=jnp.float32, n: int = 2048, repeats: int = 20) -> float:
@@ -121,17 +134,17 @@ class CompiledSteps:
     train_on: Callable[[Mapping[str, np.ndarray]], object]
     compile_s: float
     train_flops: float  # per step (`skinjax.flops.count`); 0 under pmap
-    temp_memory_mb: float  # NaN under pmap
+    train_memory: memory.StepMemory | None  # XLA's figures; None under pmap
+    eval_memory: memory.StepMemory | None
+    # The peak resident memory of the process that runs them (this one), and its reset.
+    peak_bytes: Callable[[], int] = cpu.peak_resident_bytes
+    reset_peak: Callable[[], None] = cpu.reset_peak_resident
 
 
-def compiled_steps(
-    config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
-) -> CompiledSteps:
-    """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch.
-
-    Both are traced and compiled here, so a context around the call (such as
-    `kernels.onednn.disabled()`) decides what they run.
-    """
+def _build_step(
+    config: ml_collections.ConfigDict, stage: str, num_classes: int
+) -> tuple[parallel.Placement, Any, classifier.Step]:
+    """The placement, model and `classifier.Step` of ``config.stages[stage]``."""
     placement = parallel.Placement(config.parallel.strategy)
     model = loop.build_model(config, num_classes)
     stage = config.stages[stage]
@@ -148,22 +161,62 @@ def compiled_steps(
         freeze_backbone=stage.freeze_backbone,
         axis_name=parallel.AXIS if placement.strategy == "pmap" else None,
     )
+    return placement, model, step
+
+
+def train_step_memory(
+    config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
+) -> memory.StepMemory:
+    """XLA's figures for the (mesh) train step at ``batch_size``: compiled, never run."""
+    placement, model, step = _build_step(config, stage, num_classes)
+    state, batch = classifier.train_inputs(
+        model, step, placement, batch_size, config.data.image_size
+    )
+    train_fn = classifier.compile_steps(step, placement, flip_tta=False)[0]
+    return memory.StepMemory.of(train_fn.lower(state, batch).compile())
+
+
+def max_batch_size(fits: Callable[[int], bool], *, multiple: int = 1, limit: int = 4096) -> int:
+    """The largest multiple of ``multiple`` (the device count) for which ``fits``, by
+    doubling then bisection; 0 where not even ``multiple`` fits."""
+    if not fits(multiple):
+        return 0
+    low = multiple
+    while low * 2 <= limit and fits(low * 2):
+        low *= 2
+    high = min(low * 2, limit + multiple)  # does not fit (or past the limit)
+    while high - low > multiple:
+        middle = (low + high) // 2 // multiple * multiple
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def compiled_steps(
+    config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
+) -> CompiledSteps:
+    """The train and eval steps of ``config.stages[stage]``, warmed up, on a synthetic batch.
+
+    Both are traced and compiled here, so a context around the call (such as
+    `kernels.onednn.disabled()`) decides what they run.
+    """
+    placement, model, step = _build_step(config, stage, num_classes)
     state = placement.put_state(classifier.create_train_state(model, step.tx, step.trainable, 0))
     train_fn, eval_fn = classifier.compile_steps(step, placement, flip_tta=False)
     batch = placement.put_batch(
         next(synthetic_batches(batch_size, config.data.image_size, num_classes))
     )
     start = time.perf_counter()
-    flops, temp_mb = 0.0, float("nan")
+    flops, train_memory, eval_memory = 0.0, None, None
     if placement.strategy == "mesh":
-        memory = train_fn.lower(state, batch).compile().memory_analysis()
-        temp_mb = memory.temp_size_in_bytes / 2**20 if memory else temp_mb
-        # The step built anew: the trace above, with oneDNN's calls, is not reused.
+        # The flops of the step built anew: a trace with oneDNN's calls counts none.
         fresh_train_fn = classifier.compile_steps(step, placement, flip_tta=False)[0]
         flops = count_flops(fresh_train_fn, state, batch)
+        train_fn = train_fn.lower(state, batch).compile()  # run below: one compilation
+        eval_fn = eval_fn.lower(state, batch).compile()
+        train_memory, eval_memory = memory.StepMemory.of(train_fn), memory.StepMemory.of(eval_fn)
     holder = {"state": jax.block_until_ready(train_fn(state, batch)[0])}
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(eval_fn(holder["state"], batch))  # traced here, like the train step
+    jax.block_until_ready(eval_fn(holder["state"], batch))  # pmap: traced here
 
     def train_on(device_batch):
         holder["state"], metrics = train_fn(holder["state"], device_batch)
@@ -175,30 +228,31 @@ def compiled_steps(
         eval=lambda: eval_fn(holder["state"], batch),
         compile_s=compile_s,
         train_flops=flops,
-        temp_memory_mb=temp_mb,
+        train_memory=train_memory,
+        eval_memory=eval_memory,
     )
 
 
 def time_alternating(
-    fns: Mapping[str, Callable[[], object]], *, repeats: int, batch: int
+    fns: Mapping[str, Callable[[], object]], *, repeats: int, batch: int, warmup: int = 2
 ) -> dict[str, Timing]:
     """Each function's median over ``repeats`` rounds that call all of them in turn.
 
     Interleaving (A, B, A, B, ...) exposes every function to the same changes in machine
-    load, so their ratio holds on a shared machine where absolute times drift.
+    load, so their ratio holds on a shared machine where absolute times drift. ``warmup``
+    untimed rounds come first: compilation and first-call allocations, and the rounds in
+    which a process that waited for the others gets its memory and threads back.
     """
-    for fn in fns.values():  # warm-up: compilation, first-call allocations
-        jax.block_until_ready(fn())
+    for _ in range(warmup):
+        for fn in fns.values():
+            jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
-    return {
-        name: Timing(statistics.median(t), batch / statistics.median(t))
-        for name, t in times.items()
-    }
+    return {name: _timing(t, batch) for name, t in times.items()}
 
 
 def end_to_end(

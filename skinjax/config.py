@@ -119,6 +119,9 @@ def base() -> ml_collections.ConfigDict:
             keep_checkpoints=2,
             best_metric="roc_auc",  # validation metric that picks the best checkpoint
             profile=False,
+            # The memory a train step may take; 0: what the host (CPU) or device has free.
+            # Checked before the run starts (skinjax/train/memory.py).
+            memory_limit_gib=0.0,
         )
     )
     config.eval = ml_collections.ConfigDict(

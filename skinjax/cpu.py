@@ -1,4 +1,5 @@
-"""Process settings that make XLA:CPU steps faster; no effect on how a model computes."""
+"""Process settings for XLA:CPU and the host memory they cost; no effect on how a model
+computes."""
 
 from __future__ import annotations
 
@@ -10,26 +11,30 @@ import os
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
+_kept = {"freed_memory": False}
+
+
 def keep_freed_memory() -> bool:
-    """Makes glibc's malloc keep freed memory for reuse instead of returning it to the OS.
+    """Where ``SKINJAX_KEEP_FREED_MEMORY=1`` asks for it, makes glibc's malloc keep freed
+    memory for reuse instead of returning it to the OS: faster steps for more memory.
 
     XLA:CPU allocates a step's temporary buffers (2 GiB for a ResNet-50 train step at
     batch 16) on every call, from its own threads. glibc gives each thread pool its own
     arena, serves blocks larger than an arena's 64 MiB heap with mmap whatever the
-    settings, and unmaps them on free: every step page-faulted its whole working set
-    again (560k faults, a third of the step's time). One arena, no mmap and no trimming
-    make the second step reuse the first one's pages: ResNet-50 steps on 2 cores 1.3x
-    (bf16) to 1.5x (f32) faster to train, 1.6x to evaluate. The process then holds its
-    peak memory until it exits, and that peak is higher, as the one heap fragments:
-    EfficientNet-Lite0 at batch 32 and 160 px trains in 15 GiB instead of 5 (with at
-    most one step queued, `parallel.InFlight`). ``SKINJAX_KEEP_FREED_MEMORY=0`` in the
-    environment leaves malloc as it is.
+    settings, and unmaps them on free: every step page-faults its whole working set
+    again. One arena, no mmap and no trimming make the second step reuse the first one's
+    pages: ResNet-50 steps on 2 cores 1.3x (bf16) to 1.5x (f32) faster to train, 1.6x to
+    evaluate (docs/benchmarks.md). The process then holds its peak memory until it
+    exits, and that peak is 2-3x higher, as the one heap fragments: EfficientNet-Lite0's
+    train step at batch 32 and 224 px peaks at 8.1 GiB with it and 3.4 GiB without, and
+    before its depthwise convolutions went to oneDNN the documented two-stage run was
+    killed by the OOM killer at 22 GiB. Hence opt-in, and not the default.
 
     Call it before JAX starts its backend: a thread keeps the arena it took at its first
-    allocation. On accelerator hosts it touches only host-side buffers. Returns False
-    where malloc is not glibc's.
+    allocation. On accelerator hosts it touches only host-side buffers. Returns whether
+    the setting is now in effect (False where not asked for, or malloc is not glibc's).
     """
-    if os.environ.get("SKINJAX_KEEP_FREED_MEMORY", "1") == "0":
+    if os.environ.get("SKINJAX_KEEP_FREED_MEMORY", "0") != "1":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -38,4 +43,26 @@ def keep_freed_memory() -> bool:
         return False
     # mallopt documents a trim threshold of -1 as "never trim".
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
-    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
+    _kept["freed_memory"] = all([bool(mallopt(parameter, value)) for parameter, value in settings])
+    return _kept["freed_memory"]
+
+
+def keeps_freed_memory() -> bool:
+    """Whether `keep_freed_memory` is in effect in this process."""
+    return _kept["freed_memory"]
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory (VmHWM) since it started or since
+    `reset_peak_resident`: what the operating system's out-of-memory killer weighs."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status (not Linux?)")
+
+
+def reset_peak_resident() -> None:
+    """Starts `peak_resident_bytes` anew from the current resident memory (Linux 4.0+)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")

@@ -48,6 +48,9 @@ class Steps:
     train: Callable[[], None]
     eval: Callable[[], None]
     close: Callable[[], None] = lambda: None  # ends the process that runs them, if any
+    # The peak resident memory of the process that runs them, and its reset (`skinjax.cpu`).
+    peak_bytes: Callable[[], int] = cpu.peak_resident_bytes
+    reset_peak: Callable[[], None] = cpu.reset_peak_resident
 
 
 def steps(
@@ -139,17 +142,25 @@ def in_subprocess(model_name: str, **kwargs) -> Steps:
             raise RuntimeError(message["error"])
         return message
 
-    def call(step: str) -> None:
-        child.stdin.write(step + "\n")
+    def call(command: str) -> dict:
+        child.stdin.write(command + "\n")
         child.stdin.flush()
-        reply()
+        return reply()
 
     model = reply()["model"]
-    return Steps(model=model, train=lambda: call("train"), eval=lambda: call("eval"), close=close)
+    return Steps(
+        model=model,
+        train=lambda: call("train"),
+        eval=lambda: call("eval"),
+        close=close,
+        peak_bytes=lambda: call("peak")["bytes"],
+        reset_peak=lambda: call("reset_peak"),
+    )
 
 
 def _serve(model_name: str, kwargs: dict) -> None:
-    """The child of `in_subprocess`: builds the steps, then runs one per line of stdin."""
+    """The child of `in_subprocess`: builds the steps, then runs one command per line of
+    stdin (a step, or its peak memory, or a reset of that)."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything torch prints goes to stderr, not into the replies
 
@@ -164,11 +175,15 @@ def _serve(model_name: str, kwargs: dict) -> None:
         send({"error": repr(e)[:300]})
         return
     send({"model": peer.model})
-    run = {"train": peer.train, "eval": peer.eval}
+    run = {
+        "train": peer.train,
+        "eval": peer.eval,
+        "peak": lambda: {"bytes": cpu.peak_resident_bytes()},
+        "reset_peak": cpu.reset_peak_resident,
+    }
     for line in sys.stdin:
         try:
-            run[line.strip()]()
-            send({})
+            send(run[line.strip()]() or {})
         except Exception as e:  # an unknown step is a KeyError naming it
             send({"error": repr(e)[:300]})
 

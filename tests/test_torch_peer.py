@@ -23,6 +23,11 @@ def test_steps_run_in_a_child_process_until_closed():
     peer = torch_peer.in_subprocess("resnet18", variant="channels_last", dtype="bfloat16", **TINY)
     assert peer.model == "resnet18"
     peer.train(), peer.eval(), peer.train()
+    # The child's own peak memory: torch and a model, but not this process's JAX.
+    peak = peer.peak_bytes()
+    assert 100 << 20 < peak < 4 << 30
+    peer.reset_peak()
+    assert peer.peak_bytes() <= peak
     peer.close()
     with pytest.raises(ValueError, match="closed file"):
         peer.train()  # its pipe is closed and the process has exited

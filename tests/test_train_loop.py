@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -15,7 +16,7 @@ import tiny_run
 from PIL import Image
 
 from configs import smoke
-from skinjax.train import classifier, lock, loop, report
+from skinjax.train import classifier, lock, loop, memory, report
 from skinjax.train.checkpoints import CheckpointMismatch
 
 
@@ -117,6 +118,28 @@ def test_bad_settings_are_refused_before_anything_is_written(
     with pytest.raises(ValueError, match=message):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run") == [lock.LOCK_FILE]
+
+
+def test_a_step_that_cannot_fit_is_refused_before_anything_is_written(config, tmp_path):
+    """The memory check compiles the step and compares XLA's figures with the budget."""
+    config.train.memory_limit_gib = 1e-3  # 1 MiB: no train step fits
+    with pytest.raises(memory.InsufficientMemory) as refused:
+        loop.train_and_evaluate(config, str(tmp_path / "run"))
+    message = str(refused.value)
+    assert "the stage1 train step (resnet18, batch 8, 32 px, float32) needs" in message
+    assert "but 0.00 GiB are free (config.train.memory_limit_gib" in message
+    assert "Lower config.train.batch_size" in message
+    assert os.listdir(tmp_path / "run") == [lock.LOCK_FILE]
+
+
+def test_the_memory_figure_is_xla_buffer_assignment():
+    """arguments + outputs - donated (aliased) + temporaries + code, in bytes."""
+    f = jax.jit(lambda x, y: (x @ y, jnp.sin(x).sum()), donate_argnums=0)
+    x = jnp.ones((256, 256))
+    m = memory.StepMemory.of(f.lower(x, x).compile())
+    assert m.arguments == 2 * 256 * 256 * 4 and m.aliased == 256 * 256 * 4
+    assert m.total == m.arguments + m.outputs - m.aliased + m.temporaries + m.code
+    memory.check_fits(m, what="f", limit_gib=1.0, advice="")  # fits: no error
 
 
 def _add_non_rgb_images(folder):

@@ -20,7 +20,8 @@ from clu import metrics as clu_metrics
 from flax import nnx, struct
 
 from skinjax import parallel
-from skinjax.data import augment
+from skinjax.data import augment, pipeline
+from skinjax.data.reading import ReadOptions
 from skinjax.parallel import Placement
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> mean loss
@@ -181,6 +182,27 @@ def compile_eval(inference: Inference, placement: Placement, *, flip_tta: bool):
     if placement.strategy == "pmap":
         return jax.pmap(eval_fn, axis_name=parallel.AXIS, devices=placement.devices)
     return jax.jit(eval_fn)
+
+
+def train_inputs(
+    model: nnx.Module, step: Step, placement: Placement, batch_size: int, image_size: int
+) -> tuple[TrainState, dict[str, jax.ShapeDtypeStruct]]:
+    """Shapes, dtypes and shardings of a (mesh) train step's state and global batch: what
+    ahead-of-time compilation takes, with nothing allocated. The batch is shaped like the
+    pipeline's examples (`pipeline.LoadExample`)."""
+    replicated = parallel.replicated(placement.mesh)
+    sharded = parallel.batch_sharded(placement.mesh)
+    state = jax.eval_shape(lambda: create_train_state(model, step.tx, step.trainable, 0))
+    state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state
+    )
+    read = ReadOptions.from_config({"image_size": image_size})
+    example = pipeline.LoadExample((), jnp.zeros(0, jnp.int32), read)(0)  # a padding example
+    batch = {
+        k: jax.ShapeDtypeStruct((batch_size, *jnp.shape(v)), jnp.asarray(v).dtype, sharding=sharded)
+        for k, v in example.items()
+    }
+    return state, batch
 
 
 def compile_steps(step: Step, placement: Placement, *, flip_tta: bool):

@@ -28,7 +28,7 @@ from skinjax import losses, metrics, models, parallel
 from skinjax.data import augment, integrity, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import checkpoints, classifier, evaluation, lock, optim
+from skinjax.train import checkpoints, classifier, evaluation, lock, memory, optim
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONFIG_FILE = "config.json"  # the run's config, for evaluation and export
@@ -249,6 +249,7 @@ class Trainer:
         self.total_steps = sum(n for _, _, n in self.plan)
         self.identity = identity(config, self.classes)
         checkpoints.check_workdir(self.workdir, self.identity)
+        self.compiled = self.compile_and_check_memory()
 
     def start(self) -> None:
         """The writes, once every check has passed: checkpoint folders, config and run files."""
@@ -294,6 +295,32 @@ class Trainer:
             freeze_backbone=stage.freeze_backbone,
             axis_name=parallel.AXIS if self.placement.strategy == "pmap" else None,
         )
+
+    def compile_and_check_memory(self) -> dict[str, Any]:
+        """Each stage's train step compiled ahead of time and checked to fit (`memory`).
+
+        The loop runs these executables, so the check costs no second compilation. Under
+        the pmap strategy the steps compile when they first run, unchecked.
+        """
+        if self.placement.strategy != "mesh":
+            return {}
+        config, compiled = self.config, {}
+        for name, stage, num_steps in self.plan:
+            step = self.step_for(stage, num_steps)
+            state, batch = classifier.train_inputs(
+                self.model, step, self.placement, self.global_batch, config.data.image_size
+            )
+            train_fn = classifier.compile_steps(step, self.placement, flip_tta=False)[0]
+            compiled[name] = train_fn.lower(state, batch).compile()
+            memory.check_fits(
+                memory.StepMemory.of(compiled[name]),
+                what=f"the {name} train step ({config.model.name}, batch {self.global_batch}, "
+                f"{config.data.image_size} px, {config.model.dtype})",
+                limit_gib=config.train.memory_limit_gib,
+                advice="Lower config.train.batch_size or config.data.image_size, or train in "
+                "config.model.dtype='bfloat16', or free memory.",
+            )
+        return compiled
 
     def fresh_state(self, step: classifier.Step) -> classifier.TrainState:
         return classifier.create_train_state(
@@ -348,6 +375,7 @@ class Trainer:
                 train_fn, eval_fn = classifier.compile_steps(
                     step, self.placement, flip_tta=self.config.eval.flip_tta
                 )
+                train_fn = self.compiled.pop(name, train_fn)  # compiled by the memory check
                 state, last_val = self._run_stage(
                     name,
                     stage,
