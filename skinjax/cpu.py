@@ -25,10 +25,10 @@ def keep_freed_memory() -> bool:
     again. One arena, no mmap and no trimming make the second step reuse the first one's
     pages: ResNet-50 steps on 2 cores 1.3x (bf16) to 1.5x (f32) faster to train, 1.6x to
     evaluate (docs/benchmarks.md). The process then holds its peak memory until it
-    exits, and that peak is 2-3x higher, as the one heap fragments: EfficientNet-Lite0's
-    train step at batch 32 and 224 px peaks at 8.1 GiB with it and 3.4 GiB without, and
-    before its depthwise convolutions went to oneDNN the documented two-stage run was
-    killed by the OOM killer at 22 GiB. Hence opt-in, and not the default.
+    exits, and that peak is about 2x higher, as the one heap fragments: the documented
+    EfficientNet-Lite0 two-stage run (batch 32, 224 px) peaks at 9.4 GiB with it and
+    4.8 GiB without, for 2x the speed (docs/benchmarks.md), and before its depthwise
+    convolutions went to oneDNN it was killed by the OOM killer at 22 GiB. Hence opt-in.
 
     Call it before JAX starts its backend: a thread keeps the arena it took at its first
     allocation. On accelerator hosts it touches only host-side buffers. Returns whether
