@@ -142,7 +142,7 @@ def conv2d(
     if conv.supports(x, kernel, groups):
         return conv.conv2d(x, kernel, tuple(strides), padding)
     depthwise = groups == channels and per_group == 1 and out == channels
-    if depthwise and conv.supports(x.astype(jnp.float32), kernel, groups):
+    if depthwise and conv.supports(jax.ShapeDtypeStruct(x.shape, jnp.float32), kernel, groups):
         y = conv.conv2d(x.astype(jnp.float32), kernel, tuple(strides), padding)
         return y.astype(x.dtype)
     if depthwise and jax.default_backend() == "cpu":
