@@ -229,6 +229,7 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     "threads": threads,
                     "load_average": os.getloadavg()[0],
                     "keep_freed_memory": cpu.keeps_freed_memory(),
+                    "huge_pages": cpu.uses_huge_pages(),
                 }
                 train_s = t["skinjax train"].median_s
                 xla = {

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 from absl import app, logging
 
+from skinjax import cpu
+
 
 def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
     """The message of a config override naming no field, or None for any other error."""
@@ -67,5 +69,9 @@ def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | 
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-    """`absl.app.run` for a script's ``main``: parses flags, runs, exits with its status."""
+    """`absl.app.run` for a script's ``main``: parses flags, runs, exits with its status.
+
+    First the process restarts itself with malloc on huge pages (`cpu.restart_with_huge_pages`).
+    """
+    cpu.restart_with_huge_pages()
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)

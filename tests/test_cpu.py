@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from skinjax import cpu
+
 # Allocates, touches and frees 256 MiB twice in a new thread, as XLA's threads do with a
 # step's temporaries, and prints the page faults of the second round.
 _SCRIPT = """
@@ -50,3 +52,46 @@ def test_second_allocation_does_not_page_fault():
     pages = (256 << 20) // 4096
     assert _second_round_faults("default") > pages // 2  # malloc as it is: faults again
     assert _second_round_faults("keep") < pages // 100  # SKINJAX_KEEP_FREED_MEMORY=1
+
+
+# Restarts with huge pages (unless SKINJAX_HUGE_PAGES=0), then touches a new 256 MiB block
+# and prints whether the restart happened and the page faults the block took.
+_HUGE_PAGES_SCRIPT = """
+import ctypes, ctypes.util, resource
+from skinjax import cpu
+cpu.restart_with_huge_pages()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+libc.free(block)
+print(cpu.uses_huge_pages(), faults)
+"""
+
+
+def _huge_pages_run(setting: str | None) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SKINJAX_HUGE_PAGES")}
+    if setting is not None:
+        env["SKINJAX_HUGE_PAGES"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", _HUGE_PAGES_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    restarted, faults = result.stdout.split()
+    return restarted, int(faults)
+
+
+@pytest.mark.skipif(not cpu.huge_pages_possible(), reason="needs glibc 2.35+ and THP")
+def test_restart_with_huge_pages_faults_large_blocks_in_2mib_pages():
+    pages = (256 << 20) // 4096
+    restarted, faults = _huge_pages_run(None)
+    assert restarted == "True" and faults < pages // 20
+    restarted, faults = _huge_pages_run("0")  # opted out: 4 KiB pages, one fault each
+    assert restarted == "False" and faults > pages // 2
