@@ -94,3 +94,33 @@ def test_normalize_uint8():
 def test_unknown_fill_mode():
     with pytest.raises(ValueError, match="fill_mode must be one of"):
         Augment(fill_mode="wrap")
+
+
+def test_closed_form_affine_inverse_matches_numpy():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(-2, 2, (64, 2, 3)).astype(np.float32)
+    bottom = np.broadcast_to(np.array([0, 0, 1], np.float32), (64, 1, 3))
+    expected = np.linalg.inv(np.concatenate([maps, bottom], axis=1))
+    np.testing.assert_allclose(
+        augment.invert_affine(jnp.asarray(maps)), expected[:, :2], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_random_affine_rotations_are_orthogonal_and_shifts_bounded():
+    rotations = augment.random_affine(jax.random.key(3), 16, Augment(rotation=40))
+    linear = np.asarray(rotations[:, :, :2], np.float64)
+    np.testing.assert_allclose(
+        linear @ linear.transpose(0, 2, 1), np.tile(np.eye(2), (16, 1, 1)), atol=1e-6
+    )
+    np.testing.assert_allclose(rotations[:, :, 2], 0.0)
+    shifts = augment.random_affine(jax.random.key(3), 16, Augment(translation=0.2))
+    np.testing.assert_allclose(shifts[:, :, :2], np.tile(np.eye(2), (16, 1, 1)))
+    assert 0 < np.abs(shifts[:, :, 2]).max() <= 0.2
+
+
+def test_augmentation_lowers_for_gpus_without_a_solver_call():
+    aug = Augment(hflip=True, rotation=30, shear=10, zoom=0.2, translation=0.1)
+    fn = jax.jit(augment.augment, static_argnums=2)
+    args = (jax.random.key(0), jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.uint8), aug)
+    text = jax.export.export(fn, platforms=["cuda"])(*args).mlir_module()
+    assert "custom_call" not in text

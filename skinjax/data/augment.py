@@ -59,11 +59,27 @@ def _flip_signs(key: jax.Array, batch: int, enabled: bool) -> jax.Array:
     return jnp.where(jax.random.bernoulli(key, 0.5, (batch,)), -1.0, 1.0)
 
 
+def invert_affine(maps: jax.Array) -> jax.Array:
+    """Inverses of [..., 2, 3] affine maps (3x3 homogeneous matrices without their
+    constant last row ``0 0 1``), in closed form.
+
+    ``jnp.linalg.inv`` lowers to an LU factorisation, which on a GPU is a solver library
+    call (cuSOLVER's getrf) inside every train step; a 2x2 linear part inverts by its
+    adjugate over its determinant, and the translation by ``-inverse @ translation``.
+    """
+    a, b, c, d = maps[..., 0, 0], maps[..., 0, 1], maps[..., 1, 0], maps[..., 1, 1]
+    det = a * d - b * c
+    linear = jnp.stack([jnp.stack([d, -b], -1), jnp.stack([-c, a], -1)], -2) / det[..., None, None]
+    shift = -jnp.einsum("...ij,...j->...i", linear, maps[..., 2])
+    return jnp.concatenate([linear, shift[..., None]], axis=-1)
+
+
 def random_affine(key: jax.Array, batch: int, aug: Augment) -> jax.Array:
     """[batch, 2, 3] maps from output to input pixel coordinates, centred on the image.
 
     Output point p (in (y, x) relative to the centre) samples the input at M[:, :2] @ p
-    + M[:, 2] * side, i.e. the inverse of rotate . shear . zoom . flip, then shift.
+    + M[:, 2] * side. M inverts the transform the image undergoes: a shift by ``shift``
+    (a fraction of the side), then flip, zoom, shear and rotation about the centre.
     """
     keys = jax.random.split(key, 7)
     angle = jnp.deg2rad(_uniform(keys[0], batch, aug.rotation))
@@ -76,9 +92,10 @@ def random_affine(key: jax.Array, batch: int, aug: Augment) -> jax.Array:
     zeros, ones = jnp.zeros_like(angle), jnp.ones_like(angle)
     rotate = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], -2)
     shear_m = jnp.stack([jnp.stack([ones, zeros], -1), jnp.stack([jnp.tan(shear), ones], -1)], -2)
-    flip_zoom = jax.vmap(jnp.diag)(jnp.stack([flip_y, flip_x], -1) / scale[:, None])
-    linear = flip_zoom @ jnp.linalg.inv(shear_m) @ jnp.swapaxes(rotate, 1, 2)
-    return jnp.concatenate([linear, -shift[:, :, None]], axis=2)
+    flip_zoom = jax.vmap(jnp.diag)(jnp.stack([flip_y, flip_x], -1) * scale[:, None])
+    linear = rotate @ shear_m @ flip_zoom
+    forward = jnp.concatenate([linear, linear @ shift[:, :, None]], axis=2)
+    return invert_affine(forward)
 
 
 def _fold(coords: jax.Array, size: int, mode: str) -> jax.Array:
