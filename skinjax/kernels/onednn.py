@@ -3,8 +3,9 @@
 The extension (`_onednn`, built by setup.py from the `onednn_*.cc` handlers) runs
 oneDNN primitives as XLA FFI custom calls. It is used where `available()` holds:
 x86-64 Linux, the extension built and the `onednn-cpu-gomp` wheel present, tracing for
-the CPU, not inside `disabled()`. Everywhere else, GPUs and TPUs included, models use
-`jax.lax` and `jax.numpy` as before. `SKINJAX_ONEDNN=0` turns oneDNN off for the process.
+the CPU (`platform.traced()`, which a GPU or TPU export on a CPU host is not), not inside
+`disabled()`. Everywhere else, GPUs and TPUs included, models use `jax.lax` and
+`jax.numpy` as before. `SKINJAX_ONEDNN=0` turns oneDNN off for the process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
+
+from skinjax.kernels import platform
 
 # The FFI handlers the extension exports; each is registered as the target `target(name)`.
 HANDLERS = (
@@ -96,7 +99,7 @@ def disabled() -> Iterator[None]:
 
 def available() -> bool:
     """Whether kernels traced now go to oneDNN."""
-    return _state["enabled"] and jax.default_backend() == "cpu" and library() is not None
+    return _state["enabled"] and platform.traced() == "cpu" and library() is not None
 
 
 @functools.cache
