@@ -45,6 +45,9 @@ def data_config() -> ml_collections.ConfigDict:
             convert_to_rgb=False,
             min_image_size=32,  # a file with a smaller side is a bad image (on_bad_image)
             oversample_ratio=0.0,  # e.g. 1.0: minority classes up to 1:1 (train only)
+            # per-file results of the start-up scans, kept by (path, size, mtime) so a
+            # rerun reads only new or changed files; '' = none (skinjax.data.file_cache)
+            file_cache_dir="~/.cache/skinjax/files",
             read_threads=2,
             worker_count=0,  # grain worker processes for decoding
             mean=(0.485, 0.456, 0.406),

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from skinjax.data import images
+from skinjax.data import file_cache, images
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
@@ -37,14 +37,25 @@ def _check(path: str, read: ReadOptions) -> tuple[str, str | None]:
     return hashlib.sha256(data).hexdigest(), None
 
 
-def scan(collection: Collection, read: ReadOptions, *, num_threads: int = 8) -> ScanResult:
-    """Hashes and test-decodes every file.
+def scan(
+    collection: Collection, read: ReadOptions, *, num_threads: int = 8, cache_dir: str = ""
+) -> ScanResult:
+    """Hashes and test-decodes every file not already in ``cache_dir`` (`file_cache`;
+    "" reads them all).
 
     ``read.on_bad_image='error'`` raises on the first bad file; ``'skip'`` drops bad
     files and returns them, with the reason, as ``skipped``.
     """
-    with ThreadPoolExecutor(num_threads) as pool:
-        results = list(pool.map(lambda p: _check(p, read), collection.paths))
+
+    def check_all(fn, paths) -> list:
+        with ThreadPoolExecutor(num_threads) as pool:
+            return list(pool.map(fn, paths))
+
+    settings = (read.convert_to_rgb, read.min_image_size)
+    cache = cache_dir and file_cache.cache_file(cache_dir, "integrity", settings)
+    results = file_cache.cached_map(
+        lambda p: _check(p, read), collection.paths, check_all, cache or None
+    )
     bad = [(p, reason) for p, (_, reason) in zip(collection.paths, results, strict=True) if reason]
     if bad and read.on_bad_image == "error":
         raise images.ImageError(

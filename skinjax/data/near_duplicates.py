@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from scipy import fft
 
-from skinjax.data import images
+from skinjax.data import file_cache, images
 
 HASH_SIDE = 32  # grey image the DCT hash is taken from
 HASH_FREQUENCIES = 8  # lowest DCT frequencies kept per axis
@@ -48,6 +48,9 @@ CANDIDATE_THRESHOLD = 0.85
 COARSE_THRESHOLD = 0.3
 CONFIRM_THRESHOLD = 0.35
 TOP_K = 8
+# What the results depend on, besides the files: the key of their caches (`file_cache`).
+SETTINGS = (HASH_SIDE, HASH_FREQUENCIES, ZOOMS, COARSE_SIDE, FINE_SIDE, BAND, MAX_SHIFT)
+SETTINGS += (CANDIDATE_THRESHOLD, COARSE_THRESHOLD, CONFIRM_THRESHOLD, TOP_K)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +145,13 @@ def _map(fn, paths: Sequence[str], num_threads: int) -> list:
         return list(pool.map(fn, paths))
 
 
-def fingerprint(paths: Sequence[str], *, num_threads: int = 4) -> Fingerprints:
-    """Reads every image once (JPEGs decoded at a reduced DCT scale)."""
-    read = _map(_read, paths, num_threads)
+def fingerprint(paths: Sequence[str], *, num_threads: int = 4, cache_dir: str = "") -> Fingerprints:
+    """Reads every image once (JPEGs decoded at a reduced DCT scale), or takes what
+    ``cache_dir`` (`file_cache`; "" for none) holds for it."""
+    cache = cache_dir and file_cache.cache_file(cache_dir, "fingerprint", SETTINGS)
+    read = file_cache.cached_map(
+        _read, paths, lambda fn, ps: _map(fn, ps, num_threads), cache or None
+    )
     if not read:
         shape = (0, len(HASH_ZOOMS), 8, HASH_FREQUENCIES**2 - 1)
         empty = np.zeros((0, len(ZOOMS), COARSE_SIDE, COARSE_SIDE), np.uint8)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 from absl import logging
 
-from skinjax.data import integrity, near_duplicates, sources, splits
+from skinjax.data import file_cache, integrity, near_duplicates, sources, splits
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
@@ -30,7 +30,8 @@ def prepare(data: Mapping) -> Prepared:
     of its checks have passed.
     """
     collection = sources.load(data)
-    scanned = integrity.scan(collection, ReadOptions.from_config(data))
+    cache_dir = data.get("file_cache_dir", "")
+    scanned = integrity.scan(collection, ReadOptions.from_config(data), cache_dir=cache_dir)
     if scanned.skipped:
         logging.warning(
             "skipped %d unusable image(s), e.g. %s", len(scanned.skipped), scanned.skipped[0]
@@ -38,7 +39,15 @@ def prepare(data: Mapping) -> Prepared:
     unique, dropped = splits.deduplicate(scanned.collection, scanned.hashes)
     if dropped:
         logging.info("dropped %d byte-identical duplicate(s): %s", len(dropped), dropped[:10])
-    pairs = near_duplicates.find(near_duplicates.fingerprint(unique.paths)).confirmed()
+    pairs = file_cache.cached_whole(
+        lambda: near_duplicates.find(
+            near_duplicates.fingerprint(unique.paths, cache_dir=cache_dir)
+        ).confirmed(),
+        unique.paths,
+        cache_dir,
+        "near_duplicates",
+        near_duplicates.SETTINGS,
+    )
     groups = splits.group_ids(unique, pairs.i, pairs.j)
     logging.info(
         "%d near-duplicate pair(s); %d images in %d groups",
