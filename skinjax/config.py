@@ -125,6 +125,9 @@ def base() -> ml_collections.ConfigDict:
             # The memory a train step may take; 0: what the host (CPU) or device has free.
             # Checked before the run starts (skinjax/train/memory.py).
             memory_limit_gib=0.0,
+            # Compiled steps kept here and reused by a relaunch ('' = JAX's default,
+            # no cache): jax_compilation_cache_dir, e.g. a bucket shared by a TPU slice.
+            compilation_cache_dir="",
         )
     )
     config.eval = ml_collections.ConfigDict(

@@ -280,3 +280,21 @@ def test_external_evaluation_warns_of_copies_of_training_images(
             if "copies" in r.getMessage()
         )
     assert warned == 1
+
+
+def test_the_compilation_cache_keeps_compiled_programs(tmp_path):
+    previous = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    try:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        loop.use_compilation_cache(str(tmp_path / "compiled"))
+        jax.jit(lambda x: x * 3 + 1)(jnp.ones(7)).block_until_ready()
+        assert os.listdir(tmp_path / "compiled")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()

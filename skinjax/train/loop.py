@@ -470,11 +470,23 @@ class Trainer:
         return jax.device_get(self.host(state)), last_val
 
 
+def use_compilation_cache(directory: str) -> None:
+    """Keeps compiled programs in ``directory`` ('' leaves JAX's setting as it is), so a
+    relaunch (a resume, a preempted TPU slice, the same config on another host) loads
+    its steps instead of compiling them again: JAX's persistent compilation cache."""
+    if directory:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+        compilation_cache.reset_cache()  # takes effect even after a first compilation
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains per ``config``, writing checkpoints and summaries to ``workdir``.
 
     The work directory is locked first (`lock.hold`): a second process is refused
     before it reads anything the first is writing.
     """
+    use_compilation_cache(config.train.get("compilation_cache_dir", ""))
     with lock.hold(workdir):
         return Trainer(config, workdir).train_and_evaluate()
