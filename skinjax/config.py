@@ -16,7 +16,8 @@ ISIC2017 = "../shared/data/isic2017"
 def data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
-            source="folders",  # 'folders' (one folder per class) or 'csv'
+            source="folders",  # 'folders' (one folder per class), 'csv' or 'prepared'
+            # (dir written by scripts/prepare_data.py: resized, checked, split once)
             dir=ISIC2020_TRAIN,
             classes=(),  # class order; () = folder names sorted
             # csv collections: column names and label mapping

@@ -24,11 +24,16 @@ class Prepared:
 
 def prepare(data: Mapping) -> Prepared:
     """Reads the collection, checks every file, drops duplicate content, splits with
-    near-duplicates and group columns kept together.
+    near-duplicates and group columns kept together; or, for ``source='prepared'``,
+    reads all that from a directory `resized.write` wrote.
 
     It only reads: a run writes `Prepared.skipped` (`integrity.write_skipped`) once all
     of its checks have passed.
     """
+    if data.get("source") == "prepared":
+        from skinjax.data import resized  # which builds on this module
+
+        return resized.load(data)
     collection = sources.load(data)
     cache_dir = data.get("file_cache_dir", "")
     scanned = integrity.scan(collection, ReadOptions.from_config(data), cache_dir=cache_dir)
