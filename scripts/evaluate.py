@@ -48,8 +48,7 @@ def main(argv):
     del argv
     logs.quiet_libraries()
     cpu.keep_freed_memory()  # before the backend starts its threads
-    defaults = base_config.data_config()
-    overrides = {k: v for k, v in _DATA.value.items() if v != defaults[k]}
+    overrides = base_config.data_overrides(_DATA.value)
     result = report.evaluate(
         [_WORKDIR.value, *_ENSEMBLE.value],
         split=_SPLIT.value,

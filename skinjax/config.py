@@ -13,6 +13,14 @@ ISIC2020_TRAIN = "../shared/data/isic2020-part/train"
 ISIC2017 = "../shared/data/isic2017"
 
 
+def data_overrides(data: ml_collections.ConfigDict) -> dict:
+    """The fields of ``data`` that differ from `data_config`'s defaults: what a ``--data.x``
+    flag of evaluation names, another collection. Compared as plain values (two empty
+    ConfigDicts are not equal as ConfigDicts)."""
+    defaults = data_config().to_dict()
+    return {k: v for k, v in data.to_dict().items() if v != defaults[k]}
+
+
 def data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(

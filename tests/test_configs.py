@@ -42,3 +42,12 @@ def test_config_is_valid(name):
 
 def test_every_config_is_checked_somewhere():
     assert len(CONFIGS) >= 7 and {"cyclegan", "melanet"} <= set(ALL) - set(CONFIGS)
+
+
+def test_data_overrides_are_only_the_fields_set():
+    # An empty label_map once counted as an override, so evaluating a run on its own
+    # validation split was taken for another collection (a false copies warning).
+    data = base_config.data_config()
+    assert base_config.data_overrides(data) == {}
+    data.dir = "/elsewhere"
+    assert base_config.data_overrides(data) == {"dir": "/elsewhere"}
