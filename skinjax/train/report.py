@@ -17,7 +17,7 @@ from absl import logging
 from flax import nnx
 
 from skinjax import isic, metrics, parallel, plots, trained
-from skinjax.data import near_duplicates, prepare, sources
+from skinjax.data import metadata, near_duplicates, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
@@ -63,6 +63,7 @@ def predict_workdir(
         placement,
         read,
         batch_size=run.config.eval.batch_size,
+        metadata=metadata.encoder(run.config.model, run.config.data),  # training's categories
     )
 
 
