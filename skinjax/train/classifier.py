@@ -170,14 +170,25 @@ def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
     return new_state, metrics
 
 
+def check_rotations(rotations: int) -> None:
+    if rotations not in (1, 4):
+        raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
+
+
+def test_time_views(images: jax.Array, rotations: int, flip: bool) -> list[jax.Array]:
+    """The views of NHWC ``images`` averaged at test time: ``rotations`` quarter turns, each
+    also mirrored when ``flip``. Evaluation and prediction (of a run or an artifact) both
+    take them from here."""
+    views = [jnp.rot90(images, k, axes=(1, 2)) for k in range(rotations)]
+    return views + [view[:, :, ::-1] for view in views] if flip else views
+
+
 def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Array], flip_tta: bool):
     """Class probabilities (float32) per example, averaged over the test-time views:
     ``inference.rotations`` quarter turns, each also mirrored when ``flip_tta``."""
     model = nnx.merge(inference.graph, state.params, state.rest)
     images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
-    views = [jnp.rot90(images, k, axes=(1, 2)) for k in range(inference.rotations)]
-    if flip_tta:
-        views += [view[:, :, ::-1] for view in views]
+    views = test_time_views(images, inference.rotations, flip_tta)
     extra = model_inputs(batch)
     probs = sum(jax.nn.softmax(model(view, *extra)) for view in views) / len(views)
     return {"probs": probs, "label": batch["label"], "index": batch["index"], "mask": batch["mask"]}
