@@ -338,9 +338,10 @@ def export(
     ``weights``, equal by default); returns the card.
 
     Raises `ExportError` if ``out_dir`` holds files and not ``overwrite``, if the members
-    differ in classes, image size or metadata encoding, or if an exported file's logits
+    encode metadata differently, or if an exported file's logits
     differ from the live model's by more than ``tolerance`` (checked when ``platforms``
-    include 'cpu', for StableHLO); ``out_dir`` is then as it was.
+    include 'cpu', for StableHLO), and ValueError if the members differ in classes or
+    image size; ``out_dir`` is then as it was.
     """
     workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
     weights = trained.ensemble_weights(workdirs, weights)
@@ -350,13 +351,7 @@ def export(
             "whole with --overwrite."
         )
     runs = [trained.load(w) for w in workdirs]
-    for run in runs[1:]:
-        if (run.classes, run.image_size) != (runs[0].classes, runs[0].image_size):
-            raise ExportError(
-                f"ensemble members must share classes and image size: {run.workdir} has "
-                f"{run.classes} at {run.image_size} px, {runs[0].workdir} {runs[0].classes} "
-                f"at {runs[0].image_size} px."
-            )
+    trained.check_members(runs)
     out_dir = os.path.abspath(out_dir)
     staging = f"{out_dir}.{uuid.uuid4().hex[:8]}.tmp"  # beside it: the rename stays on one disk
     os.makedirs(staging)

@@ -77,3 +77,14 @@ def ensemble_weights(workdirs: Sequence[str], weights: Sequence[float] | None) -
             f"(one per work directory: {list(workdirs)}), not all zero"
         )
     return weights / weights.sum()
+
+
+def check_members(runs: Sequence[Trained]) -> None:
+    """ValueError unless the ensemble's members share their classes and image size."""
+    for run in runs[1:]:
+        if (run.classes, run.image_size) != (runs[0].classes, runs[0].image_size):
+            raise ValueError(
+                f"ensemble members must share classes and image size: {run.workdir} has "
+                f"{run.classes} at {run.image_size} px, {runs[0].workdir} {runs[0].classes} "
+                f"at {runs[0].image_size} px."
+            )

@@ -57,8 +57,8 @@ def test_every_ham10000_image_is_encoded_with_missing_values_apart(collection, h
 def test_unknown_values_and_columns_are_errors_naming_them(collection, ham10000):
     data = _data(ham10000)
     data.site_values = tuple(s for s in ham_config.HAM10000_SITES if s != "scalp")
-    with pytest.raises(sources.DataError, match=r"column 'localization' has value 'scalp'.*"
-                       r"config\.data\.site_values"):  # fmt: skip
+    message = r"column 'localization' has value 'scalp'.*config\.data\.site_values"
+    with pytest.raises(sources.DataError, match=message):
         _encoder(data).encode(collection)
     bad_age = dataclasses.replace(collection.examples[0], metadata=("forty", "male", "back"))
     with pytest.raises(sources.DataError, match=r"ISIC_\d+.*column 'age' has value 'forty'"):
@@ -80,10 +80,8 @@ def test_unknown_values_and_columns_are_errors_naming_them(collection, ham10000)
 def test_the_pipeline_carries_each_examples_metadata(collection, ham10000):
     part = collection.subset(range(0, 300, 29))  # 11 examples: the last batch is padded
     encoder = _encoder(_data(ham10000))
-    batches = list(
-        pipeline.eval_dataset(part, ReadOptions.from_config({"image_size": 16}), batch_size=4,
-                              metadata=encoder)
-    )  # fmt: skip
+    read = ReadOptions.from_config({"image_size": 16})
+    batches = list(pipeline.eval_dataset(part, read, batch_size=4, metadata=encoder))
     index = np.concatenate([b["index"] for b in batches])
     rows = np.concatenate([b["metadata"] for b in batches])
     assert rows.shape == (12, SIZE)

@@ -10,6 +10,7 @@ a collection coded differently cannot silently become all-unknown.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,22 @@ class Encoder:
                 )
             rows.append(self.encode_row(example.metadata, where))
         return np.stack(rows) if rows else np.zeros((0, self.size), np.float32)
+
+
+def read_rows(csv_path: str, encoder: Encoder, id_column: str) -> dict[str, np.ndarray]:
+    """Encoded rows of a metadata CSV (e.g. a test set's) by image id, for prediction."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        for name in (id_column, *encoder.columns):
+            if name not in header:
+                raise DataError(f"{csv_path}: no column {name!r}; the columns are {header}.")
+        return {
+            row[id_column].strip(): encoder.encode_row(
+                [row[c] for c in encoder.columns], f"{csv_path}, line {line}"
+            )
+            for line, row in enumerate(reader, start=2)
+        }
 
 
 def encoder(model_config: Mapping, data_config: Mapping) -> Encoder | None:
