@@ -89,20 +89,32 @@ class ProtocolFlags:
 
     def values(self) -> dict:
         """Keyword arguments of `report.evaluate` and `predict.from_workdirs`."""
-        weights = self.weights.value
         return {
-            "weights": None if weights is None else [float(w) for w in weights],
+            "weights": float_list(self.weights),
             "rotations": self.rotations.value,
             "reweight": self.reweight.value,
         }
 
 
-def define_protocol_flags() -> ProtocolFlags:
-    return ProtocolFlags(
-        ensemble=flags.DEFINE_list("ensemble", [], "More work directories to average with."),
-        weights=flags.DEFINE_list(
+def float_list(holder: flags.FlagHolder) -> list[float] | None:
+    return None if holder.value is None else [float(w) for w in holder.value]
+
+
+def define_ensemble_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """--ensemble (more work directories beside --workdir) and --ensemble_weights."""
+    return (
+        flags.DEFINE_list("ensemble", [], "More work directories to average with."),
+        flags.DEFINE_list(
             "ensemble_weights", None, "One weight per work directory, W first (default: equal)."
         ),
+    )
+
+
+def define_protocol_flags() -> ProtocolFlags:
+    ensemble, weights = define_ensemble_flags()
+    return ProtocolFlags(
+        ensemble=ensemble,
+        weights=weights,
         rotations=flags.DEFINE_integer(
             "tta_rotations",
             1,
