@@ -2,7 +2,7 @@
 
 The model is one or several training work directories' best checkpoints (an ensemble)
 or an exported artifact. Both give the probabilities of the evaluation protocol, from
-the code `scripts/evaluate.py` runs: the test-time views (`classifier.test_time_views`:
+the code `scripts/evaluate.py` runs: the test-time views (`classifier.tta_views`:
 the run's flip, and ``rotations`` quarter turns), the ensemble's weighted mean and the
 reweighting by inverse class frequency (`report.combine`), so a file gets the same
 probabilities here as in an evaluation. Files are read and resized as in training. A
@@ -115,7 +115,7 @@ def from_artifact(directory: str, *, rotations: int = 1, reweight: bool | None =
         )
 
     def classify(batch: np.ndarray, metadata: Metadata) -> np.ndarray:
-        views = classifier.test_time_views(batch, rotations, flip)
+        views = classifier.tta_views(batch, rotations, flip)
         probs = np.mean([artifact(np.asarray(v), metadata)[1] for v in views], axis=0)
         return report.combine([probs], np.ones(1), card.get("class_counts"), reweight=reweight)
 

@@ -175,7 +175,7 @@ def check_rotations(rotations: int) -> None:
         raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
 
 
-def test_time_views(images: jax.Array, rotations: int, flip: bool) -> list[jax.Array]:
+def tta_views(images: jax.Array, rotations: int, flip: bool) -> list[jax.Array]:
     """The views of NHWC ``images`` averaged at test time: ``rotations`` quarter turns, each
     also mirrored when ``flip``. Evaluation and prediction (of a run or an artifact) both
     take them from here."""
@@ -188,7 +188,7 @@ def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Arra
     ``inference.rotations`` quarter turns, each also mirrored when ``flip_tta``."""
     model = nnx.merge(inference.graph, state.params, state.rest)
     images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
-    views = test_time_views(images, inference.rotations, flip_tta)
+    views = tta_views(images, inference.rotations, flip_tta)
     extra = model_inputs(batch)
     probs = sum(jax.nn.softmax(model(view, *extra)) for view in views) / len(views)
     return {"probs": probs, "label": batch["label"], "index": batch["index"], "mask": batch["mask"]}
