@@ -36,6 +36,10 @@ HAM10000 = "../shared/data/ham10000"
 # HAM10000's `dx` codes in ISIC 2018 Task 3's column order (MEL, NV, BCC, AKIEC, ...).
 HAM10000_CLASSES = ("mel", "nv", "bcc", "akiec", "bkl", "df", "vasc")
 BACKBONES = ("lite0", "lite1", "lite2")
+HAM10000_SITES = (
+    "abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand",
+    "lower extremity", "neck", "scalp", "trunk", "upper extremity",
+)  # fmt: skip
 
 
 def get_config(backbone: str = "lite0"):
@@ -57,6 +61,12 @@ def get_config(backbone: str = "lite0"):
         test_fraction=0.0,
         image_size=models.native_image_size(config.model.name),
         group_columns=("lesion_id",),  # a lesion's images stay on one side of the split
+        # patient metadata, used with --config.model.metadata=True ('unknown' is missing)
+        age_column="age",
+        sex_column="sex",
+        site_column="localization",
+        sex_values=("male", "female"),
+        site_values=HAM10000_SITES,
     )
     config.stages.stage1.num_epochs = 12.0
     return config

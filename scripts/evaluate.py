@@ -26,20 +26,8 @@ from skinjax.train import report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split to evaluate: train, val or test.")
-_ENSEMBLE = flags.DEFINE_list("ensemble", [], "More work directories to average with.")
-_WEIGHTS = flags.DEFINE_list(
-    "ensemble_weights", None, "One weight per work directory, W first (default: equal)."
-)
-_ROTATIONS = flags.DEFINE_integer(
-    "tta_rotations", 1, "1, or 4: average the quarter turns at test time (eight views with flips)."
-)
+_PROTOCOL = cli.define_protocol_flags()
 _OUT = flags.DEFINE_string("out", None, "Output directory (default W/eval_<split>).")
-_REWEIGHT = flags.DEFINE_bool(
-    "reweight",
-    None,
-    "Divide the probabilities by the training class frequencies (default: the run's "
-    "eval.reweight_by_inverse_frequency).",
-)
 _DATA = config_flags.DEFINE_config_dict("data", base_config.data_config())
 flags.mark_flag_as_required("workdir")
 
@@ -50,13 +38,11 @@ def main(argv):
     cpu.keep_freed_memory()  # before the backend starts its threads
     overrides = base_config.data_overrides(_DATA.value)
     result = report.evaluate(
-        [_WORKDIR.value, *_ENSEMBLE.value],
+        [_WORKDIR.value, *_PROTOCOL.ensemble.value],
         split=_SPLIT.value,
         data_overrides=overrides,
         out_dir=_OUT.value,
-        reweight=_REWEIGHT.value,
-        weights=None if _WEIGHTS.value is None else [float(w) for w in _WEIGHTS.value],
-        rotations=_ROTATIONS.value,
+        **_PROTOCOL.values(),
     )
     names = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity")
     print(" ".join(f"{n}={result[n]:.4f}" for n in names))

@@ -1,7 +1,12 @@
-r"""Exports a trained work directory as a directory that runs without skinjax.
+r"""Exports a trained work directory, or an ensemble of several, as a directory that runs
+without skinjax.
 
     python scripts/export.py --workdir W --out A [--platforms cpu,cuda,tpu] [--noonnx] \
         [--overwrite]
+    python scripts/export.py --workdir W --ensemble W2,W3 --ensemble_weights 2,1,1 --out A
+
+An ensemble is one function averaging its members' probabilities with the weights
+(equal by default); the model card lists the members and weights.
 
 A holds model.stablehlo and gradcam.stablehlo (jax.export, any batch size),
 model.onnx (jax2onnx), weights.safetensors, model_card.json and MODEL_CARD.md; see
@@ -21,6 +26,7 @@ from absl import flags
 from skinjax import cli, export, logs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
+_ENSEMBLE, _WEIGHTS = cli.define_ensemble_flags()
 _OUT = flags.DEFINE_string("out", None, "Directory to write the artifact to.")
 _PLATFORMS = flags.DEFINE_list(
     "platforms", list(export.PLATFORMS), "Platforms the StableHLO files are lowered for."
@@ -39,16 +45,18 @@ def main(argv):
     del argv
     logs.quiet_libraries()
     card = export.export(
-        _WORKDIR.value,
+        [_WORKDIR.value, *_ENSEMBLE.value],
         _OUT.value,
+        weights=cli.float_list(_WEIGHTS),
         platforms=_PLATFORMS.value,
         onnx=_ONNX.value,
         tolerance=_TOLERANCE.value,
         overwrite=_OVERWRITE.value,
     )
     checks = card["export_check"]["max_abs_logit_difference"]
+    steps = ", ".join(str(m["checkpoint_step"]) for m in card["ensemble"]["members"])
     print(
-        f"wrote {_OUT.value} (step {card['source']['checkpoint_step']}; largest logit "
+        f"wrote {_OUT.value} (checkpoint step {steps}; largest logit "
         f"difference {', '.join(f'{k} {v:.1e}' for k, v in checks.items())})"
     )
 

@@ -1,18 +1,26 @@
-r"""Predicts image files with a trained work directory or an exported artifact.
+r"""Predicts image files with trained work directories or an exported artifact.
 
     python scripts/predict.py --workdir W IMAGE_OR_DIR... [--gradcam OUT] [--format csv|json]
     python scripts/predict.py --artifact A IMAGE_OR_DIR... [--gradcam OUT] [--output FILE]
     python scripts/predict.py --workdir W --format isic --output submission.csv TEST_DIR
+    python scripts/predict.py --workdir W --ensemble W2 --ensemble_weights 2,1 \
+        --tta_rotations 4 --metadata test_metadata.csv TEST_DIR
 
 Prints, per file, the probability of every class and the predicted class (the most
 probable one), as CSV (default) or JSON; a folder stands for the files directly in it.
 --format isic writes the ISIC 2018 Task 3 submission CSV (`image`, then MEL, NV, BCC,
-AKIEC, BKL, DF, VASC; the model's classes must be those diagnoses). Like every format it
-holds the model's own probabilities, neither reweighted by class frequency nor averaged
-over test-time views; `evaluate.py` writes those of the protocol for a labelled split.
+AKIEC, BKL, DF, VASC; the model's classes must be those diagnoses). The probabilities
+are those of the evaluation protocol, as `evaluate.py` computes them, with the same
+flags: the run's flip and --tta_rotations quarter turns averaged, the --ensemble
+averaged with --ensemble_weights, and divided by the training class frequencies unless
+--noreweight (default: the run's eval.reweight_by_inverse_frequency; an artifact's card
+records both). A model with the patient-metadata branch needs --metadata, a CSV with an
+--metadata_id_column (the file names without extension) and the training run's age,
+sex and site columns.
 --gradcam writes a Grad-CAM overlay per image to OUT/<file name>.png. A file that cannot
-be read as an image gets an error (in its row, and on stderr) and the others still run;
-the exit status is then 1. A folder with no files is an error (exit status 1).
+be read as an image, or has no metadata row, gets an error (in its row, and on stderr)
+and the others still run; the exit status is then 1. A folder with no files is an error
+(exit status 1).
 """
 
 import os
@@ -24,8 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags
 
 from skinjax import cli, cpu, isic, logs, predict
+from skinjax.data import metadata
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
+_PROTOCOL = cli.define_protocol_flags()
+_METADATA = flags.DEFINE_string("metadata", None, "Patient-metadata CSV, for a metadata model.")
+_METADATA_ID = flags.DEFINE_string(
+    "metadata_id_column", "image_id", "The --metadata column of image ids (file names)."
+)
 _ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
 _GRADCAM = flags.DEFINE_string("gradcam", None, "Directory for Grad-CAM overlays (PNG).")
 _WRITERS = {"csv": predict.write_csv, "json": predict.write_json, "isic": predict.write_isic}
@@ -41,18 +55,29 @@ def main(argv):
     logs.quiet_libraries()
     cpu.keep_freed_memory()  # before the backend starts its threads
     files = predict.list_files(argv[1:])  # an empty folder is an error: before the model
-    model = (
-        predict.from_workdir(_WORKDIR.value)
-        if _WORKDIR.value
-        else predict.from_artifact(_ARTIFACT.value)
-    )
+    protocol = _PROTOCOL.values()
+    if _WORKDIR.value:
+        model = predict.from_workdirs([_WORKDIR.value, *_PROTOCOL.ensemble.value], **protocol)
+    elif _PROTOCOL.ensemble.value or protocol["weights"]:
+        raise app.UsageError("--ensemble and --ensemble_weights need --workdir")
+    else:
+        del protocol["weights"]
+        model = predict.from_artifact(_ARTIFACT.value, **protocol)
     if _FORMAT.value == "isic":
         isic.column_order(model.classes)  # a model of other classes fails before predicting
+    rows = None
+    if model.metadata is not None and not _METADATA.value:
+        raise app.UsageError("this model takes patient metadata: give --metadata CSV")
+    if _METADATA.value:
+        if model.metadata is None:
+            raise app.UsageError("--metadata: this model takes no patient metadata")
+        rows = metadata.read_rows(_METADATA.value, model.metadata, _METADATA_ID.value)
     results = predict.predict(
         model,
         files,
         batch_size=_BATCH_SIZE.value,
         gradcam_dir=_GRADCAM.value,
+        metadata=rows,
     )
     write = _WRITERS[_FORMAT.value]
     if _OUTPUT.value:

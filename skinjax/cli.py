@@ -9,6 +9,7 @@ the field ml_collections suggests.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -16,7 +17,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from skinjax import cpu
 
@@ -75,3 +76,54 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     """
     cpu.restart_with_huge_pages()
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolFlags:
+    """The evaluation protocol's flags, which evaluate.py and predict.py share."""
+
+    ensemble: flags.FlagHolder
+    weights: flags.FlagHolder
+    rotations: flags.FlagHolder
+    reweight: flags.FlagHolder
+
+    def values(self) -> dict:
+        """Keyword arguments of `report.evaluate` and `predict.from_workdirs`."""
+        return {
+            "weights": float_list(self.weights),
+            "rotations": self.rotations.value,
+            "reweight": self.reweight.value,
+        }
+
+
+def float_list(holder: flags.FlagHolder) -> list[float] | None:
+    return None if holder.value is None else [float(w) for w in holder.value]
+
+
+def define_ensemble_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """--ensemble (more work directories beside --workdir) and --ensemble_weights."""
+    return (
+        flags.DEFINE_list("ensemble", [], "More work directories to average with."),
+        flags.DEFINE_list(
+            "ensemble_weights", None, "One weight per work directory, W first (default: equal)."
+        ),
+    )
+
+
+def define_protocol_flags() -> ProtocolFlags:
+    ensemble, weights = define_ensemble_flags()
+    return ProtocolFlags(
+        ensemble=ensemble,
+        weights=weights,
+        rotations=flags.DEFINE_integer(
+            "tta_rotations",
+            1,
+            "1, or 4: average the quarter turns at test time (eight views with flips).",
+        ),
+        reweight=flags.DEFINE_bool(
+            "reweight",
+            None,
+            "Divide the probabilities by the training class frequencies (default: the run's "
+            "eval.reweight_by_inverse_frequency).",
+        ),
+    )

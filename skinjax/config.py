@@ -39,6 +39,12 @@ def data_config() -> ml_collections.ConfigDict:
             # splits keep groups together: near-duplicate images always, and images that
             # share a value in any of these CSV columns, e.g. ("lesion_id", "patient_id")
             group_columns=(),
+            # patient metadata (csv): columns and category values, for config.model.metadata
+            age_column="",
+            sex_column="",
+            site_column="",  # anatomical site
+            sex_values=(),  # e.g. ("male", "female"); missing values need not be listed
+            site_values=(),
             # a published split with one group on both sides: 'error', 'drop' (the
             # copies outside the group's test / val side) or 'keep' (warned)
             on_split_leak="drop",
@@ -93,7 +99,8 @@ def stage_config(**overrides) -> ml_collections.ConfigDict:
 def base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict(
-        dict(name="resnet50", options={}, pretrained="", dtype="float32")
+        # metadata: join age, sex and site (config.data.*_column) to the image features
+        dict(name="resnet50", options={}, pretrained="", dtype="float32", metadata=False)
     )
     config.data = data_config()
     config.augment = ml_collections.ConfigDict(

@@ -61,8 +61,11 @@ def activation_maps(
     *,
     method: Method,
     layer: str,
+    inputs: tuple[Array, ...] = (),
 ) -> tuple[Maps, Array]:
     """Maps of ``targets`` (-1: the predicted class) and, for CAM, what they leave unexplained.
+
+    ``inputs`` are the model's other inputs (patient metadata), passed to ``model.features``.
 
     Pure and traceable (jit it or `jax.export` it); ``images`` are normalised NHWC. The
     second output is, per image, the logit minus the head's bias minus the CAM's mean:
@@ -70,7 +73,7 @@ def activation_maps(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    features = model.features(images)
+    features = model.features(images, *inputs)
     fmap = features[layer]
     logits, vjp = jax.vjp(lambda a: model.classify({**features, layer: a}), fmap)
     targets = jnp.where(targets < 0, jnp.argmax(logits, -1), targets).astype(jnp.int32)

@@ -20,6 +20,14 @@ are float32 [B, C] logits and softmax probabilities, and [B, S, S] heat maps in 
 of the predicted class. Both model files are checked against the live model when
 written, at batch sizes 1 and 5.
 
+Several work directories export as one ensemble: the files hold one function that
+averages the members' probabilities with the given weights (its logits are their log)
+and the members' Grad-CAMs of the ensemble's predicted class; the card lists the
+members and weights. A model with the patient-metadata branch takes a second input,
+the encoded rows (`skinjax.data.metadata`), described in the card's ``metadata_input``.
+Test-time views and reweighting by class frequency are not in the files: the card
+records what evaluation applied, and `scripts/predict.py --artifact` applies the same.
+
 The directory is written whole or not at all: into a temporary directory beside it,
 renamed when complete. An existing non-empty directory is refused unless asked to
 replace it, and then replaced whole, so no file of an earlier export is left beside
@@ -56,7 +64,10 @@ from safetensors import numpy as safetensors_numpy
 
 from skinjax import explain, flops, trained
 from skinjax.data import augment
+from skinjax.data import metadata as patient_metadata
+from skinjax.data.metadata import Encoder
 from skinjax.kernels import onednn
+from skinjax.models.with_metadata import WithMetadata
 from skinjax.train import loop
 
 STABLEHLO = "model.stablehlo"
@@ -67,7 +78,10 @@ CARD = "model_card.json"
 CARD_MARKDOWN = "MODEL_CARD.md"
 PLATFORMS = ("cpu", "cuda", "tpu")
 CHECK_BATCH_SIZES = (1, 5)
-FORMAT = "skinjax-export/2"  # /2: the card has checksums and forward_flops_per_image
+# /2: the card has checksums and forward_flops_per_image; /3: ensembles, metadata input,
+# class counts
+FORMAT = "skinjax-export/3"
+INPUT_NAMES = ("images", "metadata")
 
 Array = jax.Array
 
@@ -81,35 +95,81 @@ class ArtifactError(ValueError):
     """An artifact file that is missing, modified or damaged."""
 
 
-def inference_functions(
-    run: trained.Trained,
-) -> tuple[Callable[[Array], tuple[Array, Array]], Callable[[Array], Array]]:
-    """The run's model on uint8 images, as exported: (logits, probabilities) and heat maps."""
+def _member(run: trained.Trained, uses_metadata: bool):
+    """The run's (logits, Grad-CAM of given targets) on uint8 images, ignoring the metadata
+    input unless its model has the branch."""
     graph, state = nnx.split(run.model)
     mean, std = tuple(run.config.data.mean), tuple(run.config.data.std)
     dtype = loop.compute_dtype(run.config)
     layer = run.model.cam_layers[0]
 
-    def classify(images: Array) -> tuple[Array, Array]:
-        logits = nnx.merge(graph, state)(augment.normalize(images, mean, std, dtype))
-        return logits, jax.nn.softmax(logits)
+    def inputs(images: Array, metadata: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...]]:
+        return augment.normalize(images, mean, std, dtype), metadata if uses_metadata else ()
 
-    def heatmaps(images: Array) -> Array:
+    def logits(images: Array, *metadata: Array) -> Array:
+        x, extra = inputs(images, metadata)
+        return nnx.merge(graph, state)(x, *extra)
+
+    def heatmaps(targets: Array, images: Array, *metadata: Array) -> Array:
+        x, extra = inputs(images, metadata)
         maps, _ = explain.activation_maps(
-            nnx.merge(graph, state),
-            augment.normalize(images, mean, std, dtype),
-            jnp.full(images.shape[:1], -1, jnp.int32),
-            method="gradcam",
-            layer=layer,
+            nnx.merge(graph, state), x, targets, method="gradcam", layer=layer, inputs=extra
         )
         return maps.heatmaps
+
+    return logits, heatmaps
+
+
+def metadata_encoder(runs: Sequence[trained.Trained]) -> Encoder | None:
+    """The one patient-metadata encoding of the runs that use it (None if none does)."""
+    encoders = {w.workdir: patient_metadata.encoder(w.config.model, w.config.data) for w in runs}
+    used = {k: v for k, v in encoders.items() if v is not None}
+    if len(set(used.values())) > 1:
+        raise ExportError(f"ensemble members encode patient metadata differently: {used}")
+    return next(iter(used.values()), None)
+
+
+def inference_functions(
+    runs: trained.Trained | Sequence[trained.Trained], weights: Sequence[float] | None = None
+) -> tuple[Callable[..., tuple[Array, Array]], Callable[..., Array]]:
+    """The model on uint8 images (and the metadata rows, if a member uses them), as exported:
+    (logits, probabilities) and heat maps.
+
+    An ensemble's probabilities are its members' weighted mean and its logits their log;
+    its heat map is the members' Grad-CAMs of the ensemble's predicted class, weighted alike.
+    """
+    runs = [runs] if isinstance(runs, trained.Trained) else list(runs)
+    weights = trained.ensemble_weights([r.workdir for r in runs], weights).tolist()
+    uses_metadata = metadata_encoder(runs) is not None
+    members = [_member(r, uses_metadata and r.config.model.get("metadata", False)) for r in runs]
+
+    def classify(images: Array, *metadata: Array) -> tuple[Array, Array]:
+        if len(members) == 1:
+            logits = members[0][0](images, *metadata)
+            return logits, jax.nn.softmax(logits)
+        probs = sum(
+            w * jax.nn.softmax(m(images, *metadata))
+            for w, (m, _) in zip(weights, members, strict=True)
+        )
+        return jnp.log(probs), probs
+
+    def heatmaps(images: Array, *metadata: Array) -> Array:
+        targets = jnp.argmax(classify(images, *metadata)[1], -1).astype(jnp.int32)
+        maps = sum(
+            w * m(targets, images, *metadata) for w, (_, m) in zip(weights, members, strict=True)
+        )
+        return maps / jnp.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
 
     return classify, heatmaps
 
 
-def input_spec(image_size: int) -> jax.ShapeDtypeStruct:
+def input_specs(image_size: int, metadata_size: int = 0) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """images uint8 [B, S, S, 3] (and metadata float32 [B, F]) for any batch size B."""
     (batch,) = jax.export.symbolic_shape("B")
-    return jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.uint8)
+    images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.uint8)
+    if not metadata_size:
+        return (images,)
+    return images, jax.ShapeDtypeStruct((batch, metadata_size), jnp.float32)
 
 
 # --- ONNX -------------------------------------------------------------------------
@@ -155,9 +215,9 @@ def _evaluate(jaxpr: jax_core.Jaxpr, consts: Sequence[Any], *args: Any) -> list[
     return [read(v) for v in jaxpr.outvars]
 
 
-def _onnx_friendly(fn: Callable, spec: jax.ShapeDtypeStruct) -> Callable:
-    closed = jax.make_jaxpr(fn)(spec)
-    return lambda images: tuple(_evaluate(closed.jaxpr, closed.consts, images))
+def _onnx_friendly(fn: Callable, *specs: jax.ShapeDtypeStruct) -> Callable:
+    closed = jax.make_jaxpr(fn)(*specs)
+    return lambda *inputs: tuple(_evaluate(closed.jaxpr, closed.consts, *inputs))
 
 
 @contextlib.contextmanager
@@ -171,7 +231,7 @@ def _quiet(logger: logging.Logger, level: int) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _write_onnx(fn: Callable, spec: jax.ShapeDtypeStruct, path: str) -> None:
+def _write_onnx(fn: Callable, specs: Sequence[jax.ShapeDtypeStruct], path: str) -> None:
     try:
         import jax2onnx
     except ImportError as e:
@@ -187,52 +247,71 @@ def _write_onnx(fn: Callable, spec: jax.ShapeDtypeStruct, path: str) -> None:
         _quiet(logging.getLogger("onnx_ir.serde"), logging.ERROR),
     ):
         jax2onnx.to_onnx(
-            _onnx_friendly(fn, spec),
-            [spec],
+            _onnx_friendly(fn, *specs),
+            list(specs),
             model_name="skinjax",
-            input_names=["images"],
+            input_names=list(INPUT_NAMES[: len(specs)]),
             output_names=["logits", "probabilities"],
             return_mode="file",
             output_path=path,
         )
 
 
-def _onnx_logits(path: str) -> Callable[[np.ndarray], np.ndarray]:
+def _onnx_logits(path: str) -> Callable[..., np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return lambda images: session.run(["logits"], {"images": images})[0]
+    return lambda *inputs: session.run(["logits"], dict(zip(INPUT_NAMES, inputs, strict=False)))[0]
 
 
 # --- export -----------------------------------------------------------------------
 
 
-def _flat_weights(model: nnx.Module) -> dict[str, np.ndarray]:
-    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)).to_pure_dict()
-    return {
-        ".".join(str(k.key) for k in path): np.ascontiguousarray(leaf)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
-    }
+def _flat_weights(models: Sequence[nnx.Module]) -> dict[str, np.ndarray]:
+    """Every member's parameters and statistics by nnx path (``member<i>.`` first in an
+    ensemble)."""
+    flat = {}
+    for i, model in enumerate(models):
+        prefix = f"member{i}." if len(models) > 1 else ""
+        state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)).to_pure_dict()
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+            name = prefix + ".".join(str(k.key) for k in path)
+            flat[name] = np.ascontiguousarray(leaf)
+    return flat
+
+
+def _check_inputs(batch: int, image_size: int, metadata_size: int) -> tuple[np.ndarray, ...]:
+    """Random images (and one-hot-like metadata rows) of ``batch`` examples."""
+    rng = np.random.default_rng(batch)
+    images = rng.integers(0, 256, (batch, image_size, image_size, 3), np.uint8)
+    if not metadata_size:
+        return (images,)
+    return images, (rng.random((batch, metadata_size)) < 0.3).astype(np.float32)
 
 
 def _max_difference(
-    logits: Callable[[np.ndarray], Any], expected: Callable[[np.ndarray], Any], image_size: int
+    logits: Callable[..., Any], expected: Callable[..., Any], image_size: int, metadata_size: int
 ) -> float:
-    rng = np.random.default_rng(0)
     worst = 0.0
     for batch in CHECK_BATCH_SIZES:
-        images = rng.integers(0, 256, (batch, image_size, image_size, 3), np.uint8)
-        difference = np.abs(np.asarray(logits(images)) - np.asarray(expected(images)))
+        inputs = _check_inputs(batch, image_size, metadata_size)
+        difference = np.abs(np.asarray(logits(*inputs)) - np.asarray(expected(*inputs)))
         worst = max(worst, float(difference.max()))
     return worst
 
 
-def _validation_metrics(workdir: str) -> dict[str, Any] | None:
-    path = os.path.join(workdir, "eval_val", "metrics.json")
+def _validation_metrics(workdirs: Sequence[str], weights: Sequence[float]) -> dict | None:
+    """The first work directory's validation metrics, if they are this model's: of the
+    same members and weights (a file that does not record them is of one model)."""
+    path = os.path.join(workdirs[0], "eval_val", "metrics.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         metrics = json.load(f)
+    members = [os.path.abspath(w) for w in metrics.get("workdirs", workdirs[:1])]
+    recorded = metrics.get("ensemble_weights", [1.0])
+    if members != [os.path.abspath(w) for w in workdirs] or not np.allclose(recorded, weights):
+        return None
     keep = ("split", "num_examples", "threshold", "intervals_95")
     return {k: v for k, v in metrics.items() if np.ndim(v) == 0 or k in keep}
 
@@ -245,31 +324,39 @@ def _version(package: str) -> str | None:
 
 
 def export(
-    workdir: str,
+    workdirs: str | Sequence[str],
     out_dir: str,
     *,
+    weights: Sequence[float] | None = None,
     platforms: Sequence[str] = PLATFORMS,
     onnx: bool = True,
     tolerance: float = 1e-4,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Writes the artifact of ``workdir``'s best checkpoint to ``out_dir``; returns the card.
+    """Writes the artifact of the work directories' best checkpoints to ``out_dir`` (one
+    function; several work directories are an ensemble averaging their probabilities with
+    ``weights``, equal by default); returns the card.
 
-    Raises `ExportError` if ``out_dir`` holds files and not ``overwrite``, or if an
-    exported file's logits differ from the live model's by more than ``tolerance``
-    (checked when ``platforms`` include 'cpu', for StableHLO); ``out_dir`` is then as it was.
+    Raises `ExportError` if ``out_dir`` holds files and not ``overwrite``, if the members
+    encode metadata differently, or if an exported file's logits
+    differ from the live model's by more than ``tolerance`` (checked when ``platforms``
+    include 'cpu', for StableHLO), and ValueError if the members differ in classes or
+    image size; ``out_dir`` is then as it was.
     """
+    workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
+    weights = trained.ensemble_weights(workdirs, weights)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise ExportError(
             f"{out_dir} is not empty. Export to a new directory, or replace this one "
             "whole with --overwrite."
         )
-    run = trained.load(workdir)
+    runs = [trained.load(w) for w in workdirs]
+    trained.check_members(runs)
     out_dir = os.path.abspath(out_dir)
     staging = f"{out_dir}.{uuid.uuid4().hex[:8]}.tmp"  # beside it: the rename stays on one disk
     os.makedirs(staging)
     try:
-        card = _write(run, staging, platforms=platforms, onnx=onnx, tolerance=tolerance)
+        card = _write(runs, weights, staging, platforms=platforms, onnx=onnx, tolerance=tolerance)
         if os.path.isdir(out_dir):
             replaced = f"{staging}.old"
             os.rename(out_dir, replaced)
@@ -282,8 +369,14 @@ def export(
     return card
 
 
+def _image_model(model: nnx.Module) -> nnx.Module:
+    """The model that sees the images (inside a patient-metadata wrapper, if any)."""
+    return model.base if isinstance(model, WithMetadata) else model
+
+
 def _write(
-    run: trained.Trained,
+    runs: Sequence[trained.Trained],
+    weights: np.ndarray,
     out_dir: str,
     *,
     platforms: Sequence[str],
@@ -291,33 +384,40 @@ def _write(
     tolerance: float,
 ) -> dict[str, Any]:
     """Writes the artifact's files to the empty ``out_dir``; returns the card."""
-    classify, heatmaps = inference_functions(run)
-    spec = input_spec(run.image_size)
-    live = jax.jit(lambda images: classify(images)[0])
+    classify, heatmaps = inference_functions(runs, weights.tolist())
+    encoder = metadata_encoder(runs)
+    size, metadata_size = runs[0].image_size, encoder.size if encoder else 0
+    specs = input_specs(size, metadata_size)
+    live = jax.jit(lambda *inputs: classify(*inputs)[0])
     # The artifact holds XLA's own convolutions (no oneDNN custom calls), so it runs on
     # every platform without skinjax; the checks below compare it with the live model.
     with onednn.disabled():
         for name, fn in ((STABLEHLO, classify), (GRADCAM, heatmaps)):
-            exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(spec)
+            exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*specs)
             with open(os.path.join(out_dir, name), "wb") as f:
                 f.write(exported.serialize())
     checks: dict[str, float] = {}
     if "cpu" in platforms:
         stablehlo = _deserialize(os.path.join(out_dir, STABLEHLO))
-        checks["stablehlo"] = _max_difference(lambda x: stablehlo(x)[0], live, run.image_size)
+        checks["stablehlo"] = _max_difference(
+            lambda *x: stablehlo(*x)[0], live, size, metadata_size
+        )
     if onnx:
         with onednn.disabled():
-            _write_onnx(classify, spec, os.path.join(out_dir, ONNX))
+            _write_onnx(classify, specs, os.path.join(out_dir, ONNX))
         checks["onnx"] = _max_difference(
-            _onnx_logits(os.path.join(out_dir, ONNX)), live, run.image_size
+            _onnx_logits(os.path.join(out_dir, ONNX)), live, size, metadata_size
         )
     failed = {k: v for k, v in checks.items() if v > tolerance}
     if failed:
         raise ExportError(f"exported logits differ from the live model's by {failed} > {tolerance}")
     safetensors_numpy.save_file(
-        _flat_weights(run.model), os.path.join(out_dir, WEIGHTS), metadata={"format": "nnx"}
+        _flat_weights([r.model for r in runs]),
+        os.path.join(out_dir, WEIGHTS),
+        metadata={"format": "nnx"},
     )
-    card = _card(run, out_dir, platforms, checks, flops.forward(run.model, run.image_size))
+    forward_flops = sum(flops.forward(_image_model(r.model), size) for r in runs)
+    card = _card(runs, weights, encoder, out_dir, platforms, checks, forward_flops)
     with open(os.path.join(out_dir, CARD), "w") as f:
         json.dump(card, f, indent=2)
     with open(os.path.join(out_dir, CARD_MARKDOWN), "w") as f:
@@ -331,15 +431,49 @@ def _checksum(path: str) -> dict[str, Any]:
     return {"bytes": os.path.getsize(path), "sha256": digest}
 
 
+def _member_card(run: trained.Trained, weight: float) -> dict[str, Any]:
+    config = run.config
+    return {
+        "weight": weight,
+        "workdir": os.path.abspath(run.workdir),
+        "model": {"name": config.model.name, "options": dict(config.model.options)},
+        "metadata": bool(config.model.get("metadata", False)),
+        "mean": list(config.data.mean),
+        "std": list(config.data.std),
+        "checkpoint_step": run.step,
+        "best_metric": config.train.best_metric,
+        "best_value": run.best,
+    }
+
+
+def _metadata_input(encoder: Encoder | None) -> dict[str, Any] | None:
+    if encoder is None:
+        return None
+    return {
+        "name": "metadata",
+        "shape": [None, encoder.size],
+        "dtype": "float32",
+        "columns": list(encoder.columns),
+        "layout": "[age / 100, age missing, sex one-hot (values, then unknown), site one-hot "
+        "(values, then unknown)]",
+        "sex_values": list(encoder.sexes),
+        "site_values": list(encoder.sites),
+    }
+
+
 def _card(
-    run: trained.Trained,
+    runs: Sequence[trained.Trained],
+    weights: np.ndarray,
+    encoder: Encoder | None,
     out_dir: str,
     platforms: Sequence[str],
     checks: dict[str, float],
     forward_flops: float,
 ) -> dict[str, Any]:
-    """The card of the files in ``out_dir``, with their sizes and sha256."""
-    config = run.config
+    """The card of the files in ``out_dir``, with their sizes and sha256. An ensemble's
+    ``model``, ``source`` and ``training_config`` are its first member's; ``ensemble``
+    lists every member with its weight."""
+    run, config = runs[0], runs[0].config
     written = sorted(os.listdir(out_dir))
     size, classes = run.image_size, list(run.classes)
     return {
@@ -353,6 +487,11 @@ def _card(
             "layout": "NHWC",
             "channels": "RGB",
             "resize": f"the whole image to {size}x{size}, bilinear, before the model",
+        },
+        "metadata_input": _metadata_input(encoder),
+        "ensemble": {
+            "members": [_member_card(r, w) for r, w in zip(runs, weights.tolist(), strict=True)],
+            "combination": "weighted mean of the members' probabilities; logits = its log",
         },
         "normalization": {
             "inside_model": True,
@@ -380,10 +519,13 @@ def _card(
             "max_abs_logit_difference": checks,
             "batch_sizes": list(CHECK_BATCH_SIZES),
         },
-        "validation_metrics": _validation_metrics(run.workdir),
-        # scripts/evaluate.py averages with the mirror image when this is set; these
-        # files do not.
+        "validation_metrics": _validation_metrics([r.workdir for r in runs], weights),
+        # scripts/evaluate.py averages with the mirror image when this is set, and divides
+        # by the training class frequencies when reweighted; these files do neither, and
+        # scripts/predict.py --artifact does both, from here.
         "validation_flip_tta": bool(config.eval.flip_tta),
+        "reweight_by_inverse_frequency": bool(config.eval.reweight_by_inverse_frequency),
+        "class_counts": trained.load_run(run.workdir)[1]["class_counts"],
         "source": {
             "workdir": os.path.abspath(run.workdir),
             "checkpoint_step": run.step,
@@ -395,15 +537,46 @@ def _card(
     }
 
 
+def _members_markdown(card: dict[str, Any]) -> list[str]:
+    """The source line of one model, or a line per member of an ensemble."""
+    members = card["ensemble"]["members"]
+    if len(members) == 1:
+        return [
+            f"- Source: `{card['source']['workdir']}`, checkpoint step "
+            f"{card['source']['checkpoint_step']} (best validation "
+            f"{card['source']['best_metric']} {card['source']['best_value']:.4f})."
+        ]
+    return [
+        f"- An ensemble of {len(members)}: {card['ensemble']['combination']}. Members:",
+        *(
+            f"  - weight {m['weight']:.4g}: {m['model']['name']}, `{m['workdir']}`, checkpoint "
+            f"step {m['checkpoint_step']} (best validation {m['best_metric']} "
+            f"{m['best_value']:.4f})"
+            for m in members
+        ),
+    ]
+
+
 def _card_markdown(card: dict[str, Any]) -> str:
     size = card["input"]["shape"][1]
     norm = card["normalization"]
+    meta = card.get("metadata_input")
+    call = "model.call(batch, metadata)" if meta else "model.call(batch)"
     lines = [
         f"# {card['model']['name']}: {' / '.join(card['classes'])}",
         "",
         f"- Classes, in output order: {', '.join(card['classes'])}",
         f"- Input `images`: uint8 RGB, NHWC, [batch, {size}, {size}, 3], any batch size; "
         f"resize {card['input']['resize'].removeprefix('the ')}.",
+        *(
+            [
+                f"- Input `metadata`: float32 [batch, {meta['shape'][1]}], {meta['layout']}, "
+                f"from columns {meta['columns']}; sex values {meta['sex_values']}, site values "
+                f"{meta['site_values']}."
+            ]
+            if meta
+            else []
+        ),
         f"- Normalisation, inside the model: {norm['formula']}, mean {norm['mean']}, "
         f"std {norm['std']}.",
         "- Outputs: `logits` and `probabilities`, float32 [batch, classes]; "
@@ -411,9 +584,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"(predicted class, layer `{card['gradcam_layer']}`).",
         f"- Cost: {card['forward_flops_per_image'] / 1e9:.3g} GFLOPs per image "
         "(forward pass, a multiply-add counting two).",
-        f"- Source: `{card['source']['workdir']}`, checkpoint step "
-        f"{card['source']['checkpoint_step']} (best validation "
-        f"{card['source']['best_metric']} {card['source']['best_value']:.4f}).",
+        *_members_markdown(card),
         "",
         "## Run",
         "",
@@ -424,7 +595,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f'image = Image.open("lesion.jpg").convert("RGB").resize(({size}, {size}), Image.BILINEAR)',
         "batch = np.asarray(image)[None]",
         f'model = jax.export.deserialize(open("{STABLEHLO}", "rb").read())',
-        "logits, probabilities = model.call(batch)",
+        f"logits, probabilities = {call}",
         "```",
         "",
     ]
@@ -434,7 +605,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
             "import onnxruntime",
             "",
             f'session = onnxruntime.InferenceSession("{ONNX}")',
-            'logits, probabilities = session.run(None, {"images": batch})',
+            "logits, probabilities = session.run(None, {"
+            + ('"images": batch, "metadata": metadata})' if meta else '"images": batch})'),
             "```",
             "",
         ]
@@ -473,7 +645,11 @@ def _card_markdown(card: dict[str, Any]) -> str:
 
 
 class Artifact:
-    """An exported directory, run with jax alone: no skinjax model code is involved."""
+    """An exported directory, run with jax alone: no skinjax model code is involved.
+
+    A model with the patient-metadata branch takes the encoded rows as a second input
+    (``metadata_input`` in the card); others take the images alone.
+    """
 
     def __init__(self, directory: str):
         with open(os.path.join(directory, CARD)) as f:
@@ -488,15 +664,25 @@ class Artifact:
                 verify(os.path.join(directory, name), checksums.get(name))
         self._classify = _deserialize(os.path.join(directory, STABLEHLO))
         self._heatmaps = _deserialize(os.path.join(directory, GRADCAM))
+        self.metadata_size: int = (self.card.get("metadata_input") or {"shape": [0, 0]})["shape"][1]
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [B, S, S, 3] RGB images -> (logits, probabilities), float32 [B, C]."""
-        logits, probabilities = self._classify(images)
+    def _inputs(self, images: np.ndarray, metadata: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        if bool(self.metadata_size) != (metadata is not None):
+            need = f"metadata rows of {self.metadata_size}" if self.metadata_size else "no metadata"
+            raise ValueError(f"this artifact takes {need} (model_card.json, metadata_input)")
+        return (images,) if metadata is None else (images, np.asarray(metadata, np.float32))
+
+    def __call__(
+        self, images: np.ndarray, metadata: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [B, S, S, 3] RGB images (and metadata rows) -> (logits, probabilities),
+        float32 [B, C]."""
+        logits, probabilities = self._classify(*self._inputs(images, metadata))
         return np.asarray(logits), np.asarray(probabilities)
 
-    def gradcam(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [B, S, S, 3] RGB images -> heat maps [B, S, S] in [0, 1]."""
-        return np.asarray(self._heatmaps(images))
+    def gradcam(self, images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [B, S, S, 3] RGB images (and metadata rows) -> heat maps [B, S, S] in [0, 1]."""
+        return np.asarray(self._heatmaps(*self._inputs(images, metadata)))
 
 
 def verify(path: str, expected: dict[str, Any] | None) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from skinjax.train import loop
@@ -64,3 +66,25 @@ def load(workdir: str) -> Trained:
     nnx.update(model, restored["params"], restored["rest"])
     model.eval()
     return Trained(workdir, config, classes, model, step, meta["progress"]["best"])
+
+
+def ensemble_weights(workdirs: Sequence[str], weights: Sequence[float] | None) -> np.ndarray:
+    """The members' weights, summing to 1; ValueError unless one non-negative per member."""
+    weights = np.ones(len(workdirs)) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != (len(workdirs),) or np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError(
+            f"ensemble weights {weights.tolist()} must be {len(workdirs)} non-negative numbers "
+            f"(one per work directory: {list(workdirs)}), not all zero"
+        )
+    return weights / weights.sum()
+
+
+def check_members(runs: Sequence[Trained]) -> None:
+    """ValueError unless the ensemble's members share their classes and image size."""
+    for run in runs[1:]:
+        if (run.classes, run.image_size) != (runs[0].classes, runs[0].image_size):
+            raise ValueError(
+                f"ensemble members must share classes and image size: {run.workdir} has "
+                f"{run.classes} at {run.image_size} px, {runs[0].workdir} {runs[0].classes} "
+                f"at {runs[0].image_size} px."
+            )

@@ -36,19 +36,21 @@ def _small_collection(root: pathlib.Path) -> None:
     (root / "images").symlink_to(HAM10000 / "images")
 
 
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """The trained work directory; trained on first use."""
+def workdir(tmp_path_factory: pytest.TempPathFactory, *, metadata: bool = False) -> pathlib.Path:
+    """The trained work directory (with the patient-metadata branch if ``metadata``);
+    trained on first use."""
     if not HAM10000.exists():
         pytest.skip(f"real data not found at {HAM10000}")
-    if "run" not in _RUNS:
-        root = tmp_path_factory.mktemp("ham10000_small")
+    name = "metadata" if metadata else "run"
+    if name not in _RUNS:
+        root = tmp_path_factory.mktemp(f"ham10000_small_{name}")
         _small_collection(root)
         config = ham10000.get_config()
-        config.model.update(name="resnet18", options={"width": 8}, pretrained="")
+        config.model.update(name="resnet18", options={"width": 8}, pretrained="", metadata=metadata)
         config.data.update(dir=str(root), image_size=32, val_fraction=0.5)
         config.stages.stage1.update(num_epochs=6.0, warmup_epochs=0.0, learning_rate=1e-3)
         config.train.update(batch_size=8, log_every_steps=1)
         config.eval.update(batch_size=8, bootstrap_samples=10)
         loop.train_and_evaluate(config, str(root / "run"))
-        _RUNS["run"] = root / "run"
-    return _RUNS["run"]
+        _RUNS[name] = root / "run"
+    return _RUNS[name]

@@ -77,7 +77,7 @@ def test_predict_writes_a_submission_of_the_readable_files(small_run, tmp_path):
     images = sorted((HAM10000 / "images").iterdir())[:3]
     broken = tmp_path / "ISIC_broken.jpg"
     broken.write_bytes(images[0].read_bytes()[:2000])
-    model = predict.from_workdir(str(small_run))
+    model = predict.from_workdirs(str(small_run))
     results = predict.predict(model, [*map(str, images), str(broken)], batch_size=4)
     out = io.StringIO()
     predict.write_isic(results, model.classes, out)

@@ -35,7 +35,7 @@ def folder(tmp_path, workdir):
 
 
 def test_corrupt_files_get_errors_and_the_rest_predictions(folder, workdir, tmp_path):
-    model = predict.from_workdir(str(workdir))
+    model = predict.from_workdirs(str(workdir))
     paths = predict.list_files([str(folder)])
     results = predict.predict(model, paths, batch_size=3, gradcam_dir=str(tmp_path / "cams"))
     by_name = {os.path.basename(r.path): r for r in results}

@@ -16,6 +16,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from skinjax.data.metadata import Encoder
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 
@@ -26,12 +27,14 @@ class LoadExample:
 
     Indices at or beyond ``len(paths)`` are padding (eval only): a black image with
     ``mask`` False, so an eval pass keeps a static batch shape and still counts every
-    real example exactly once.
+    real example exactly once. With ``metadata`` (encoded, one row per path) each
+    example also carries its row, zeros for padding.
     """
 
     paths: tuple[str, ...]
     labels: np.ndarray
     read: ReadOptions
+    metadata: np.ndarray | None = None
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         real = index < len(self.paths)
@@ -40,12 +43,25 @@ class LoadExample:
         else:
             size = self.read.image_size
             image = np.zeros((size, size, 3), np.uint8)
-        return {
+        example = {
             "image": image,
             "label": np.int32(self.labels[index] if real else 0),
             "index": np.int32(index if real else -1),
             "mask": np.bool_(real),
         }
+        if self.metadata is not None:
+            example["metadata"] = (
+                self.metadata[index] if real else np.zeros(self.metadata.shape[1], np.float32)
+            )
+        return example
+
+
+def load_example(
+    collection: Collection, read: ReadOptions, metadata: Encoder | None = None
+) -> LoadExample:
+    """The collection's `LoadExample`, with its patient metadata encoded when given an encoder."""
+    encoded = None if metadata is None else metadata.encode(collection)
+    return LoadExample(collection.paths, collection.labels, read, encoded)
 
 
 def oversample(labels: np.ndarray, ratio: float, seed: int) -> np.ndarray:
@@ -93,6 +109,7 @@ def train_dataset(
     num_epochs: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    metadata: Encoder | None = None,
 ) -> grain.IterDataset:
     """Endless (or ``num_epochs``) shuffled training batches of ``batch_size`` per process.
 
@@ -102,7 +119,7 @@ def train_dataset(
     indices = np.arange(len(collection))
     if oversample_ratio:
         indices = oversample(collection.labels, oversample_ratio, seed)
-    load = LoadExample(collection.paths, collection.labels, read)
+    load = load_example(collection, read, metadata)
     ds = grain.MapDataset.source(indices).shuffle(seed=seed).repeat(num_epochs)
     ds = ds[process_index::process_count].map(load).batch(batch_size, drop_remainder=True)
     return _parallel(ds, read)
@@ -115,6 +132,7 @@ def eval_dataset(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    metadata: Encoder | None = None,
 ) -> grain.IterDataset:
     """One ordered pass in which every example appears exactly once.
 
@@ -123,6 +141,6 @@ def eval_dataset(
     """
     global_batch = batch_size * process_count
     padded = -(-len(collection) // global_batch) * global_batch
-    load = LoadExample(collection.paths, collection.labels, read)
+    load = load_example(collection, read, metadata)
     ds = grain.MapDataset.range(padded)[process_index::process_count].map(load)
     return _parallel(ds.batch(batch_size), read)

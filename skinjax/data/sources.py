@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# config.data keys naming the patient metadata columns, in `Example.metadata` order
+METADATA_COLUMN_KEYS = ("age_column", "sex_column", "site_column")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -31,6 +33,7 @@ class Example:
     label: int
     split: str | None = None
     groups: tuple[str, ...] = ()  # values of config.data.group_columns, e.g. the lesion id
+    metadata: tuple[str, ...] = ()  # raw patient metadata (age, sex, site), `data.metadata`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +167,7 @@ def from_csv(
     split_column: str = "",
     label_map: Mapping[str, str] | None = None,
     group_columns: Sequence[str] = (),
+    metadata_columns: Sequence[str] = (),
 ) -> Collection:
     """An image folder plus a CSV with one row per image.
 
@@ -173,6 +177,7 @@ def from_csv(
     ``path_column`` or from ``path_template`` formatted with the id; both are relative
     to ``root``. ``split_column`` keeps a published split (train / val / test).
     ``group_columns`` (e.g. lesion_id, patient_id) name images that splits keep together.
+    ``metadata_columns`` (age, sex, site) are kept raw; `skinjax.data.metadata` encodes them.
     """
     _require_dir(root, "data directory")
     csv_path = os.path.join(root, csv_file)
@@ -186,7 +191,8 @@ def from_csv(
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         label_columns = [label_column] if label_column else list(classes)
-        for name in (id_column, path_column, split_column, *label_columns, *group_columns):
+        columns = (id_column, path_column, split_column, *label_columns, *group_columns)
+        for name in (*columns, *metadata_columns):
             if name and name not in header:
                 raise DataError(f"{csv_path}: no column {name!r}; the columns are {header}.")
         examples, first = [], {}  # first: id -> (line, example) of its first row
@@ -220,7 +226,8 @@ def from_csv(
                 split = SPLIT_NAMES[raw_split]
             rel = _column(row, path_column) if path_column else path_template.format(id=id_)
             groups = tuple(_column(row, name) for name in group_columns)
-            example = Example(id_, os.path.join(root, rel), label, split, groups)
+            metadata = tuple(_column(row, name) for name in metadata_columns)
+            example = Example(id_, os.path.join(root, rel), label, split, groups, metadata)
             if id_ in first:
                 _check_repeated_id(csv_path, classes, first[id_], (line, example))
             first.setdefault(id_, (line, example))
@@ -234,10 +241,19 @@ def from_csv(
 def load(data_config: Mapping) -> Collection:
     """Builds the collection described by a config's ``data`` section."""
     kind = data_config["source"]
-    if kind == "folders" and data_config.get("group_columns"):
+    metadata_columns = tuple(data_config.get(k, "") for k in METADATA_COLUMN_KEYS)
+    metadata_columns = metadata_columns if any(metadata_columns) else ()
+    for key in ("group_columns", *METADATA_COLUMN_KEYS):
+        if kind == "folders" and data_config.get(key):
+            raise DataError(
+                f"config.data.{key} needs a CSV collection (source='csv'); a folder-per-class "
+                "collection has no columns."
+            )
+    missing = [k for k, c in zip(METADATA_COLUMN_KEYS, metadata_columns, strict=False) if not c]
+    if missing:
         raise DataError(
-            "config.data.group_columns needs a CSV collection (source='csv'); a folder-per-class "
-            "collection has no columns."
+            f"config.data.{missing[0]} is empty: patient metadata needs all of "
+            f"{', '.join(f'config.data.{k}' for k in METADATA_COLUMN_KEYS)}."
         )
     if kind == "folders":
         return from_folders(data_config["dir"], data_config.get("classes") or None)
@@ -253,5 +269,6 @@ def load(data_config: Mapping) -> Collection:
             split_column=data_config.get("split_column", ""),
             label_map=data_config.get("label_map") or {},
             group_columns=tuple(data_config.get("group_columns") or ()),
+            metadata_columns=metadata_columns,
         )
     raise DataError(f"config.data.source must be 'folders' or 'csv', not {kind!r}.")

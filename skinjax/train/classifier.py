@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from flax import nnx, struct
@@ -120,6 +121,11 @@ def _psum(tree, axis_name: str | None):
     return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
+def model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+    """What the model takes besides the images: the patient metadata, when the batch has it."""
+    return (batch["metadata"],) if "metadata" in batch else ()
+
+
 def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
     """One optimisation step on uint8 images; returns the new state and clu metrics."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -134,7 +140,7 @@ def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
         # Copies: BatchNorm updates its statistics in place, and NNX variables created
         # outside this trace (the non-differentiated states) must not be mutated in it.
         model = nnx.merge(step.train_graph, trainable, frozen, rest, copy=True)
-        logits = model(images)
+        logits = model(images, *model_inputs(batch))
         _, _, rest = nnx.split(model, nnx.Param, ...)
         return step.loss(logits, labels), (logits, rest)
 
@@ -164,15 +170,27 @@ def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
     return new_state, metrics
 
 
+def check_rotations(rotations: int) -> None:
+    if rotations not in (1, 4):
+        raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
+
+
+def tta_views(images: jax.Array, rotations: int, flip: bool) -> list[jax.Array]:
+    """The views of NHWC ``images`` averaged at test time: ``rotations`` quarter turns, each
+    also mirrored when ``flip``. Evaluation and prediction (of a run or an artifact) both
+    take them from here."""
+    views = [jnp.rot90(images, k, axes=(1, 2)) for k in range(rotations)]
+    return views + [view[:, :, ::-1] for view in views] if flip else views
+
+
 def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Array], flip_tta: bool):
     """Class probabilities (float32) per example, averaged over the test-time views:
     ``inference.rotations`` quarter turns, each also mirrored when ``flip_tta``."""
     model = nnx.merge(inference.graph, state.params, state.rest)
     images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
-    views = [jnp.rot90(images, k, axes=(1, 2)) for k in range(inference.rotations)]
-    if flip_tta:
-        views += [view[:, :, ::-1] for view in views]
-    probs = sum(jax.nn.softmax(model(view)) for view in views) / len(views)
+    views = tta_views(images, inference.rotations, flip_tta)
+    extra = model_inputs(batch)
+    probs = sum(jax.nn.softmax(model(view, *extra)) for view in views) / len(views)
     return {"probs": probs, "label": batch["label"], "index": batch["index"], "mask": batch["mask"]}
 
 
@@ -185,7 +203,12 @@ def compile_eval(inference: Inference, placement: Placement, *, flip_tta: bool):
 
 
 def train_inputs(
-    model: nnx.Module, step: Step, placement: Placement, batch_size: int, image_size: int
+    model: nnx.Module,
+    step: Step,
+    placement: Placement,
+    batch_size: int,
+    image_size: int,
+    metadata_size: int = 0,
 ) -> tuple[TrainState, dict[str, jax.ShapeDtypeStruct]]:
     """Shapes, dtypes and shardings of a (mesh) train step's state and global batch: what
     ahead-of-time compilation takes, with nothing allocated. The batch is shaped like the
@@ -197,7 +220,8 @@ def train_inputs(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state
     )
     read = ReadOptions.from_config({"image_size": image_size})
-    example = pipeline.LoadExample((), jnp.zeros(0, jnp.int32), read)(0)  # a padding example
+    metadata = np.zeros((0, metadata_size), np.float32) if metadata_size else None
+    example = pipeline.LoadExample((), np.zeros(0, np.int32), read, metadata)(0)  # padding
     batch = {
         k: jax.ShapeDtypeStruct((batch_size, *jnp.shape(v)), jnp.asarray(v).dtype, sharding=sharded)
         for k, v in example.items()

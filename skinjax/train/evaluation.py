@@ -9,6 +9,7 @@ import numpy as np
 
 from skinjax import metrics, parallel
 from skinjax.data import pipeline
+from skinjax.data.metadata import Encoder
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.parallel import InFlight, Placement
@@ -22,6 +23,7 @@ def predict(
     read: ReadOptions,
     *,
     batch_size: int,
+    metadata: Encoder | None = None,
 ) -> np.ndarray:
     """[len(collection), num_classes] probabilities, each example exactly once.
 
@@ -34,6 +36,7 @@ def predict(
         batch_size=parallel.local_batch_size(batch_size, "config.eval.batch_size"),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        metadata=metadata,
     )
     outputs, in_flight = [], InFlight()
     for batch in ds:

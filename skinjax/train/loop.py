@@ -25,9 +25,10 @@ from absl import logging
 from flax import nnx
 
 from skinjax import losses, metrics, models, parallel
-from skinjax.data import augment, integrity, pipeline, prepare
+from skinjax.data import augment, integrity, metadata, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
+from skinjax.models.with_metadata import WithMetadata
 from skinjax.train import checkpoints, classifier, evaluation, lock, memory, optim
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -69,6 +70,7 @@ def identity(config: ml_collections.ConfigDict, classes) -> dict[str, Any]:
         num_classes=len(classes),
         classes=tuple(classes),
         image_size=config.data.image_size,
+        **({"metadata": True} if config.model.get("metadata", False) else {}),
     )
 
 
@@ -88,6 +90,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Modu
         from skinjax import weights
 
         weights.load_pretrained(model, config.model.pretrained)
+    encoder = metadata.encoder(config.model, config.data)
+    if encoder is not None:
+        model = WithMetadata(
+            model,
+            metadata_size=encoder.size,
+            num_classes=num_classes,
+            image_size=config.data.image_size,
+            seed=config.train.seed,
+        )
     return model
 
 
@@ -242,6 +253,10 @@ class Trainer:
             )
         self.steps_per_epoch = max(1, len(indices) // self.global_batch)
         self.class_counts = np.bincount(self.train_set.labels[indices], minlength=len(self.classes))
+        self.metadata = metadata.encoder(config.model, config.data)
+        if self.metadata is not None:  # every bad value named before anything compiles
+            for part in prepared.parts.values():
+                self.metadata.encode(part)
         self.model = build_model(config, len(self.classes))
         self.loss = build_loss(config, self.class_counts)
         self.augment = augment.Augment(**config.augment)
@@ -277,6 +292,7 @@ class Trainer:
                 oversample_ratio=self.config.data.oversample_ratio,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
+                metadata=self.metadata,
             )
         )
 
@@ -308,7 +324,12 @@ class Trainer:
         for name, stage, num_steps in self.plan:
             step = self.step_for(stage, num_steps)
             state, batch = classifier.train_inputs(
-                self.model, step, self.placement, self.global_batch, config.data.image_size
+                self.model,
+                step,
+                self.placement,
+                self.global_batch,
+                config.data.image_size,
+                self.metadata.size if self.metadata else 0,
             )
             train_fn = classifier.compile_steps(step, self.placement, flip_tta=False)[0]
             compiled[name] = train_fn.lower(state, batch).compile()
@@ -335,6 +356,7 @@ class Trainer:
             self.placement,
             self.read,
             batch_size=self.config.eval.batch_size,
+            metadata=self.metadata,
         )
         labels = self.val_set.labels
         reweight = self.config.eval.reweight_by_inverse_frequency

@@ -8,16 +8,18 @@ writes the split in the challenge's CSV format, submission and ground truth.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import logging
 from flax import nnx
 
 from skinjax import isic, metrics, parallel, plots, trained
-from skinjax.data import near_duplicates, prepare, sources
+from skinjax.data import metadata, near_duplicates, prepare, sources
+from skinjax.data.metadata import Encoder
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import classifier, evaluation, loop
@@ -47,23 +49,63 @@ def inference_state(
     return inference, state
 
 
-def predict_workdir(
-    workdir: str, collection: Collection, read: ReadOptions, *, rotations: int = 1
-) -> np.ndarray:
-    """Probabilities of the work directory's best checkpoint on ``collection``, averaged
-    over ``rotations`` quarter turns (and their mirrors, when the run flips at test time)."""
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One work directory as the evaluation protocol runs it: ``eval_fn(state, batch)``
+    averages the test-time views (`classifier.eval_step`)."""
+
+    run: trained.Trained
+    eval_fn: Callable
+    state: classifier.TrainState
+    metadata: Encoder | None  # the training run's categories
+
+
+def member(workdir: str, *, rotations: int = 1) -> Member:
+    """``workdir``'s best checkpoint, averaging ``rotations`` quarter turns (and their
+    mirrors, when the run flips at test time)."""
+    classifier.check_rotations(rotations)
     run = trained.load(workdir)
     inference, state = inference_state(run, rotations=rotations)
     placement = parallel.Placement("mesh")
     eval_fn = classifier.compile_eval(inference, placement, flip_tta=run.config.eval.flip_tta)
+    encoder = metadata.encoder(run.config.model, run.config.data)
+    return Member(run, eval_fn, placement.put_state(state), encoder)
+
+
+def predict_workdir(
+    workdir: str, collection: Collection, read: ReadOptions, *, rotations: int = 1
+) -> np.ndarray:
+    """Probabilities of the work directory's best checkpoint on ``collection`` (`member`)."""
+    m = member(workdir, rotations=rotations)
     return evaluation.predict(
-        eval_fn,
-        placement.put_state(state),
+        m.eval_fn,
+        m.state,
         collection,
-        placement,
+        parallel.Placement("mesh"),
         read,
-        batch_size=run.config.eval.batch_size,
+        batch_size=m.run.config.eval.batch_size,
+        metadata=m.metadata,
     )
+
+
+def member_summary(workdir: str) -> dict:
+    """What a metrics file or model card records of an ensemble member."""
+    config, _ = trained.load_run(workdir)
+    return {
+        "workdir": os.path.abspath(workdir),
+        "model": config.model.name,
+        "image_size": config.data.image_size,
+        "metadata": bool(config.model.get("metadata", False)),
+    }
+
+
+def combine(
+    members: Sequence[np.ndarray], weights: np.ndarray, class_counts, *, reweight: bool
+) -> np.ndarray:
+    """The protocol's probabilities from its members': weighted mean, then reweighted by
+    inverse class frequency when ``reweight``. Evaluation and prediction both end here."""
+    probs = np.tensordot(weights, members, axes=1)
+    return evaluation.scored(probs, class_counts, reweight=reweight)
 
 
 def evaluate(
@@ -83,9 +125,8 @@ def evaluate(
     ``rotations`` 4, each member averages the four quarter turns of every image (eight
     views with its flip test-time augmentation). Members, weights and views are recorded.
     """
-    weights = _ensemble_weights(workdirs, weights)
-    if rotations not in (1, 4):
-        raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
+    weights = trained.ensemble_weights(workdirs, weights)
+    classifier.check_rotations(rotations)
     config, run = trained.load_run(workdirs[0])
     training_data = config.data.to_dict()
     if data_overrides:
@@ -114,10 +155,8 @@ def evaluate(
 
     def probabilities(part: Collection) -> np.ndarray:
         members = [predict_workdir(w, part, read, rotations=rotations) for w in workdirs]
-        probs = np.tensordot(weights, members, axes=1)
-        return evaluation.scored(
-            probs, run["class_counts"], reweight=config.eval.reweight_by_inverse_frequency
-        )
+        reweight = config.eval.reweight_by_inverse_frequency
+        return combine(members, weights, run["class_counts"], reweight=reweight)
 
     probs, labels = probabilities(collection), collection.labels
     binary = probs.shape[1] == 2
@@ -141,6 +180,7 @@ def evaluate(
         reweighted_by_inverse_frequency=bool(config.eval.reweight_by_inverse_frequency),
         workdirs=list(workdirs),
         ensemble_weights=weights.tolist(),
+        ensemble_members=[member_summary(w) for w in workdirs],
         test_time_views={"rotations": rotations, "flip": bool(config.eval.flip_tta)},
         data_dir=config.data.dir,
     )
@@ -161,17 +201,6 @@ def evaluate(
             isic.write_truth(f, collection.ids, labels, collection.classes)
     _plot(probs, labels, collection.classes, result["confusion_matrix"], out_dir)
     return result
-
-
-def _ensemble_weights(workdirs: Sequence[str], weights: Sequence[float] | None) -> np.ndarray:
-    """The members' weights, summing to 1; ValueError unless one non-negative per member."""
-    weights = np.ones(len(workdirs)) if weights is None else np.asarray(weights, np.float64)
-    if weights.shape != (len(workdirs),) or np.any(weights < 0) or not weights.sum() > 0:
-        raise ValueError(
-            f"ensemble weights {weights.tolist()} must be {len(workdirs)} non-negative numbers "
-            f"(one per work directory: {list(workdirs)}), not all zero"
-        )
-    return weights / weights.sum()
 
 
 def _plot(probs, labels, classes: Sequence[str], confusion, out_dir: str) -> None:
