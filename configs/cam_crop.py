@@ -16,8 +16,8 @@ has two training stages: the head alone for 5 epochs, then everything. ImageNet 
 ``--config.model.pretrained=FILE`` (a torchvision checkpoint) on both runs.
 """
 
-from skinjax import cam_crop
 from skinjax import config as base_config
+from skinjax.apps import cam_crop
 
 # The challenge scores two binary tasks, melanoma vs. rest and seborrheic keratosis vs.
 # rest, by the mean of their ROC-AUCs; one 3-way softmax gives both one-vs-rest AUCs

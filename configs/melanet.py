@@ -15,7 +15,9 @@ discriminators first); per-channel instance norm without learned scale (keras-co
 default normalises over all channels at once, with one learned scale and offset).
 """
 
-from configs import cyclegan
+from skinjax import config as base_config
+
+cyclegan = base_config.sibling(__file__, "cyclegan")
 
 
 def get_config():

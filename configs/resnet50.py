@@ -5,7 +5,9 @@ r"""Plain ResNet-50 under the ASFF paper's protocol: the baseline ASFF is compar
 Identical to configs/asff_resnet50.py but for the model (GAP -> Dense head).
 """
 
-from configs import asff_resnet50
+from skinjax import config as base_config
+
+asff_resnet50 = base_config.sibling(__file__, "asff_resnet50")
 
 
 def get_config():

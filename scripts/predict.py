@@ -15,15 +15,12 @@ be read as an image gets an error (in its row, and on stderr) and the others sti
 the exit status is then 1. A folder with no files is an error (exit status 1).
 """
 
-import os
 import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import cli, cpu, isic, logs, predict
+from skinjax import cli
+from skinjax.apps import isic, predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
 _ARTIFACT = flags.DEFINE_string("artifact", None, "Directory written by scripts/export.py.")
@@ -38,8 +35,6 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "artifact"], required=True)
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("name at least one image file or folder")
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts its threads
     files = predict.list_files(argv[1:])  # an empty folder is an error: before the model
     model = (
         predict.from_workdir(_WORKDIR.value)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 from absl import app, logging
 
+from skinjax import runtime
+
 
 def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
     """The message of a config override naming no field, or None for any other error."""
@@ -49,6 +51,7 @@ def _message(error: Exception) -> str:
 
 def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
     try:
+        runtime.start()
         return main(argv)
     except app.UsageError:  # absl prints it with the usage
         raise
@@ -67,5 +70,6 @@ def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | 
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-    """`absl.app.run` for a script's ``main``: parses flags, runs, exits with its status."""
+    """`absl.app.run` for a script's ``main``: parses flags, sets the process up
+    (`runtime.start`: ``--multihost`` and the rest), runs, exits with its status."""
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)

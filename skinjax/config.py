@@ -7,6 +7,10 @@ command line (`--config.train.batch_sise=8`) is an error, not a silently ignored
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
+
 import ml_collections
 
 ISIC2020_TRAIN = "../shared/data/isic2020-part/train"
@@ -145,3 +149,20 @@ def base() -> ml_collections.ConfigDict:
         )
     )
     return config
+
+
+def load_file(path: str) -> types.ModuleType:
+    """The config file at ``path`` as a module, loaded by path as `config_flags` loads it:
+    configs build on each other with no repository root on ``sys.path``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    name = f"skinjax_config_{os.path.splitext(os.path.basename(path))[0]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling(file: str, name: str) -> types.ModuleType:
+    """The config ``name`` from the folder of ``file`` (a config's ``__file__``)."""
+    return load_file(os.path.join(os.path.dirname(os.path.abspath(file)), f"{name}.py"))

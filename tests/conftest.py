@@ -13,7 +13,11 @@ import pytest
 with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Scripts and peers run in subprocesses import this checkout's skinjax, whichever is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+SHARED_DATA = REPO.parent / "shared" / "data"
 ISIC2020 = SHARED_DATA / "isic2020-part" / "train"
 ISIC2017 = SHARED_DATA / "isic2017"
 HAM10000 = SHARED_DATA / "ham10000"

@@ -1,4 +1,4 @@
-"""cpu.keep_freed_memory, opt-in: a thread's second large allocation reuses the first one's
+"""runtime.keep_freed_memory, opt-in: a thread's second large allocation reuses the first one's
 pages; by default malloc is left as it is."""
 
 import os
@@ -11,11 +11,11 @@ import pytest
 # step's temporaries, and prints the page faults of the second round.
 _SCRIPT = """
 import ctypes, ctypes.util, resource, sys, threading
-from skinjax import cpu
+from skinjax import runtime
 if sys.argv[1] == "keep":
-    assert cpu.keep_freed_memory() and cpu.keeps_freed_memory()
+    assert runtime.keep_freed_memory() and runtime.keeps_freed_memory()
 if sys.argv[1] == "default":
-    assert not cpu.keep_freed_memory() and not cpu.keeps_freed_memory()
+    assert not runtime.keep_freed_memory() and not runtime.keeps_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

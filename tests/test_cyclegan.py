@@ -15,7 +15,8 @@ from flax import nnx
 from PIL import Image
 
 from configs import cyclegan as cyclegan_config
-from skinjax import losses, parallel, synthesis
+from skinjax import losses, parallel
+from skinjax.apps import synthesis
 from skinjax.data import augment, prepare, sources
 from skinjax.models import cyclegan as models
 from skinjax.train import cyclegan, cyclegan_trainer

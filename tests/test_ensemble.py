@@ -7,9 +7,10 @@ import ham10000_run
 import numpy as np
 import pytest
 
-from skinjax import parallel, trained
+from skinjax import parallel
+from skinjax.apps import report
 from skinjax.data import images
-from skinjax.train import classifier, report
+from skinjax.train import classifier, trained
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import tiny_run
 from PIL import Image
 
 from configs import smoke
-from skinjax.train import classifier, lock, loop, memory, report
+from skinjax.apps import report
+from skinjax.train import classifier, lock, loop, memory
 from skinjax.train.checkpoints import CheckpointMismatch
 
 

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from skinjax import explain
+from skinjax.apps import explain
 from skinjax.data import augment, images, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import loop
-from skinjax.trained import Trained
+from skinjax.train.trained import Trained
 
 CSV_FILE = "labels.csv"
 _BOX_FIELDS = tuple(f.name for f in dataclasses.fields(explain.Box))

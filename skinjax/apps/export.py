@@ -54,10 +54,10 @@ from jax import lax
 from jax.extend import core as jax_core
 from safetensors import numpy as safetensors_numpy
 
-from skinjax import explain, flops, trained
+from skinjax.apps import explain
 from skinjax.data import augment
-from skinjax.kernels import onednn
-from skinjax.train import loop
+from skinjax.kernels import flops, onednn
+from skinjax.train import loop, trained
 
 STABLEHLO = "model.stablehlo"
 GRADCAM = "gradcam.stablehlo"
@@ -373,7 +373,7 @@ def _card(
             "weights": WEIGHTS,
         },
         "checksums": {f: _checksum(os.path.join(out_dir, f)) for f in written},
-        "forward_flops_per_image": forward_flops,  # `skinjax.flops.count`
+        "forward_flops_per_image": forward_flops,  # `skinjax.kernels.flops.count`
         "gradcam_layer": run.model.cam_layers[0],
         "platforms": list(platforms),
         "export_check": {

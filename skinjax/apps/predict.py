@@ -19,9 +19,10 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from skinjax import explain, export, isic, trained
+from skinjax.apps import explain, export, isic
 from skinjax.data import images
 from skinjax.data.reading import ReadOptions
+from skinjax.train import trained
 
 OVERLAY_SIZE = 256  # smallest side of a Grad-CAM overlay, in pixels
 

@@ -16,11 +16,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from skinjax import isic, metrics, parallel, plots, trained
+from skinjax import metrics, parallel, plots
+from skinjax.apps import isic
 from skinjax.data import near_duplicates, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import classifier, evaluation, loop
+from skinjax.train import classifier, evaluation, loop, trained
 
 
 def inference_state(

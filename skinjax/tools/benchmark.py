@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from skinjax import cpu, parallel
+from skinjax import parallel, runtime
 from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.flops import count as count_flops
+from skinjax.kernels.flops import count as count_flops
 from skinjax.train import classifier, loop, memory, optim
 
 
@@ -133,12 +133,12 @@ class CompiledSteps:
     eval: Callable[[], object]
     train_on: Callable[[Mapping[str, np.ndarray]], object]
     compile_s: float
-    train_flops: float  # per step (`skinjax.flops.count`); 0 under pmap
+    train_flops: float  # per step (`skinjax.kernels.flops.count`); 0 under pmap
     train_memory: memory.StepMemory | None  # XLA's figures; None under pmap
     eval_memory: memory.StepMemory | None
     # The peak resident memory of the process that runs them (this one), and its reset.
-    peak_bytes: Callable[[], int] = cpu.peak_resident_bytes
-    reset_peak: Callable[[], None] = cpu.reset_peak_resident
+    peak_bytes: Callable[[], int] = runtime.peak_resident_bytes
+    reset_peak: Callable[[], None] = runtime.reset_peak_resident
 
 
 def _build_step(

@@ -6,7 +6,7 @@ domain (``domain_a``, ``domain_b``), each with its own grain pipeline; then
 any, and hands the compiled step to `loop.run_steps`, whose evaluate hook writes a PNG
 grid of fixed validation images (input, translation, reconstruction). The validation
 images are never trained on, so images translated from the training split (see
-`skinjax.synthesis`) cannot leak validation content into a classifier's training set.
+`skinjax.apps.synthesis`) cannot leak validation content into a classifier's training set.
 """
 
 from __future__ import annotations
