@@ -55,9 +55,8 @@ from jax.extend import core as jax_core
 from safetensors import numpy as safetensors_numpy
 
 from skinjax.apps import explain
-from skinjax.data import augment
 from skinjax.kernels import flops, onednn
-from skinjax.train import loop, trained
+from skinjax.train import build, trained
 
 STABLEHLO = "model.stablehlo"
 GRADCAM = "gradcam.stablehlo"
@@ -86,18 +85,17 @@ def inference_functions(
 ) -> tuple[Callable[[Array], tuple[Array, Array]], Callable[[Array], Array]]:
     """The run's model on uint8 images, as exported: (logits, probabilities) and heat maps."""
     graph, state = nnx.split(run.model)
-    mean, std = tuple(run.config.data.mean), tuple(run.config.data.std)
-    dtype = loop.compute_dtype(run.config)
+    normalize = build.normalization(run.config)
     layer = run.model.cam_layers[0]
 
     def classify(images: Array) -> tuple[Array, Array]:
-        logits = nnx.merge(graph, state)(augment.normalize(images, mean, std, dtype))
+        logits = nnx.merge(graph, state)(normalize(images))
         return logits, jax.nn.softmax(logits)
 
     def heatmaps(images: Array) -> Array:
         maps, _ = explain.activation_maps(
             nnx.merge(graph, state),
-            augment.normalize(images, mean, std, dtype),
+            normalize(images),
             jnp.full(images.shape[:1], -1, jnp.int32),
             method="gradcam",
             layer=layer,

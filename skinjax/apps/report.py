@@ -21,7 +21,7 @@ from skinjax.apps import isic
 from skinjax.data import near_duplicates, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import classifier, evaluation, loop, trained
+from skinjax.train import build, classifier, evaluation, trained
 
 
 def inference_state(
@@ -30,13 +30,7 @@ def inference_state(
     """The run's model as `classifier.eval_step` takes it, averaging ``rotations`` quarter
     turns at test time."""
     graph, params, rest = nnx.split(run.model, nnx.Param, ...)
-    inference = classifier.Inference(
-        graph,
-        mean=tuple(run.config.data.mean),
-        std=tuple(run.config.data.std),
-        dtype=loop.compute_dtype(run.config),
-        rotations=rotations,
-    )
+    inference = build.inference(run.config, graph, rotations=rotations)
     state = classifier.TrainState(
         step=np.int32(0),
         params=params,
@@ -87,7 +81,7 @@ def evaluate(
     weights = _ensemble_weights(workdirs, weights)
     if rotations not in (1, 4):
         raise ValueError(f"rotations must be 1 (none) or 4 (every quarter turn), not {rotations}")
-    config, run = trained.load_run(workdirs[0])
+    config, run = build.load_run(workdirs[0])
     training_data = config.data.to_dict()
     if data_overrides:
         config.data.update(data_overrides)

@@ -23,7 +23,7 @@ from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.kernels.flops import count as count_flops
-from skinjax.train import classifier, loop, memory, optim
+from skinjax.train import build, classifier, memory
 
 
 @dataclasses.dataclass
@@ -143,25 +143,19 @@ class CompiledSteps:
 
 def _build_step(
     config: ml_collections.ConfigDict, stage: str, num_classes: int
-) -> tuple[parallel.Placement, Any, classifier.Step]:
-    """The placement, model and `classifier.Step` of ``config.stages[stage]``."""
-    placement = parallel.Placement(config.parallel.strategy)
-    model = loop.build_model(config, num_classes)
-    stage = config.stages[stage]
-    train_graph, eval_graph = classifier.graphs(model, stage.freeze_backbone)
-    step = classifier.Step(
-        train_graph=train_graph,
-        eval_graph=eval_graph,
-        tx=optim.optimizer(stage, optim.schedule(stage, 100, 1000)),
-        loss=loop.build_loss(config, np.ones(num_classes)),
-        augment=augment.Augment(**config.augment),
-        mean=tuple(config.data.mean),
-        std=tuple(config.data.std),
-        dtype=loop.compute_dtype(config),
-        freeze_backbone=stage.freeze_backbone,
-        axis_name=parallel.AXIS if placement.strategy == "pmap" else None,
+) -> tuple[parallel.Placement, Any, classifier.StepSetup]:
+    """The placement, model and `classifier.StepSetup` of ``config.stages[stage]``, built as
+    training builds them (`build.stage_step`; any schedule: it does not change the cost)."""
+    model = build.model(config, num_classes)
+    step = build.stage_step(
+        config,
+        model,
+        config.stages[stage],
+        loss_fn=build.loss(config, np.ones(num_classes)),
+        steps_per_epoch=100,
+        num_steps=1000,
     )
-    return placement, model, step
+    return parallel.Placement(config.parallel.strategy), model, step
 
 
 def train_step_memory(
