@@ -17,7 +17,7 @@ from PIL import Image
 
 from configs import smoke
 from skinjax.apps import report
-from skinjax.train import classifier, lock, loop, memory
+from skinjax.train import build, classifier, lock, loop, memory
 from skinjax.train.checkpoints import CheckpointMismatch
 
 
@@ -93,7 +93,7 @@ def test_workdir_of_another_model_is_refused(config, tmp_path):
     config.stages = {"stage1": config.stages.stage1}
     config.stages.stage1.num_epochs = 0.5
     loop.train_and_evaluate(config, str(tmp_path))
-    written = {f: (tmp_path / f).read_bytes() for f in (loop.CONFIG_FILE, loop.RUN_FILE)}
+    written = {f: (tmp_path / f).read_bytes() for f in (build.CONFIG_FILE, build.RUN_FILE)}
     config.model.options = {"width": 16}
     config.model.name = "resnet34"
     with pytest.raises(CheckpointMismatch, match="another model.*resnet18.*resnet34"):
@@ -198,7 +198,7 @@ def test_a_second_process_is_refused_and_a_killed_one_does_not_block(config, tmp
     config.stages = {"stage1": config.stages.stage1}
     config.stages.stage1.num_epochs = 0.5
     loop.train_and_evaluate(config, str(workdir))  # the dead holder's lock file is left
-    assert (workdir / loop.CONFIG_FILE).exists()
+    assert (workdir / build.CONFIG_FILE).exists()
 
 
 def test_unknown_stage_names_are_refused(config, tmp_path):
