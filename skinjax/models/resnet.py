@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool, max_pool
+from skinjax.kernels import ops
+from skinjax.models.layers import ConvNorm, Layers, global_average_pool
 from skinjax.models.registry import Classifier, register
 
 Array = jax.Array
@@ -76,7 +77,7 @@ class ResNetBackbone(nnx.Module):
 
     def __call__(self, x: Array) -> dict[str, Array]:
         x = self.stem(x)
-        x = max_pool(x)
+        x = ops.max_pool(x)
         features = {"stage1": x}
         for i, stage in enumerate(self.stages):
             for block in stage:
