@@ -1,9 +1,12 @@
 """Smoke test: a tiny ResNet-18 (width 8) at 64 px, two short stages, in seconds on a CPU.
 
-    python scripts/train.py --config configs/smoke.py --workdir /tmp/smoke
-    python scripts/evaluate.py --workdir /tmp/smoke
+    python scripts/train.py --config configs/smoke.py --workdir runs/smoke
+    python scripts/evaluate.py --workdir runs/smoke
 
-Trains on ../shared/data/isic2020-part/train with a stratified 20% validation split.
+Trains on 120 synthetic lesion images (`skinjax.data.synthetic`), written to
+runs/synthetic_data on first use, with a stratified 20% validation split: no download
+needed. On the real ISIC 2020 images instead, add
+``--config.data.source=folders --config.data.dir=../shared/data/isic2020-part/train``.
 Numbers from it mean nothing; it checks that everything runs end to end.
 """
 
@@ -14,7 +17,7 @@ def get_config():
     config = base_config.base()
     config.model.name = "resnet18"
     config.model.options = {"width": 8}
-    config.data.image_size = 64
+    config.data.update(source="synthetic", dir="runs/synthetic_data", image_size=64)
     config.augment.update(vflip=True, rotation=20.0, translation=0.1, zoom=0.1)
     config.stages = {
         "stage1": base_config.stage_config(

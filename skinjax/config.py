@@ -20,7 +20,9 @@ ISIC2017 = "../shared/data/isic2017"
 def data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
-            source="folders",  # 'folders' (one folder per class) or 'csv'
+            # 'folders' (one folder per class), 'csv', or 'synthetic' (drawn lesions,
+            # written to `dir` on first use: skinjax.data.synthetic)
+            source="folders",
             dir=ISIC2020_TRAIN,
             classes=(),  # class order; () = folder names sorted
             # csv collections: column names and label mapping

@@ -40,6 +40,7 @@ def test_an_error_is_its_message_and_the_traceback_goes_to_a_file(tmp_path, verb
         "train.py",
         "--config=configs/smoke.py",
         f"--workdir={tmp_path / 'run'}",
+        "--config.data.source=folders",
         f"--config.data.dir={tmp_path / 'missing'}",
         f"--verbosity={verbosity}",
     )

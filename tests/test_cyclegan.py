@@ -1,7 +1,6 @@
 """CycleGAN: networks, losses, the image pool, the train step, exact resume, synthesis."""
 
 import os
-import pathlib
 import shutil
 import types
 
@@ -11,6 +10,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from conftest import synthetic_folder
 from flax import nnx
 from PIL import Image
 
@@ -22,7 +22,6 @@ from skinjax.models import cyclegan as models
 from skinjax.train import cyclegan, cyclegan_trainer
 
 TINY = dict(generator_width=4, discriminator_width=4)
-ISIC2020 = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/isic2020-part/train"
 
 
 # --- networks -------------------------------------------------------------------------
@@ -187,7 +186,7 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     np.testing.assert_allclose(rates[6:], [2e-4, 1.5e-4, 1e-4, 0.5e-4, 0.0], atol=1e-12)
 
 
-# --- training, resume and synthesis on real images --------------------------------------
+# --- training, resume and synthesis on synthetic images----------------------------------
 
 
 def _tiny_config(data_dir):
@@ -211,14 +210,7 @@ def _tiny_config(data_dir):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    if not ISIC2020.exists():
-        pytest.skip(f"real data not found at {ISIC2020}")
-    root = tmp_path_factory.mktemp("data")
-    for name in ("benign", "malignant"):
-        (root / name).mkdir()
-        for f in sorted(os.listdir(ISIC2020 / name))[:12]:
-            (root / name / f).symlink_to(ISIC2020 / name / f)
-    return root
+    return synthetic_folder(tmp_path_factory.mktemp("data") / "small")
 
 
 @pytest.fixture(scope="module")

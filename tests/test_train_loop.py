@@ -1,4 +1,4 @@
-"""The training loop on real images: exact resume, stages, clear errors."""
+"""The training loop on synthetic JPEG files (conftest): exact resume, stages, clear errors."""
 
 import json
 import os
@@ -17,6 +17,7 @@ from PIL import Image
 
 from configs import smoke
 from skinjax.apps import report
+from skinjax.data import synthetic
 from skinjax.train import build, classifier, lock, loop, memory
 from skinjax.train.checkpoints import CheckpointMismatch
 
@@ -25,7 +26,7 @@ from skinjax.train.checkpoints import CheckpointMismatch
 def config(small_folder):
     """Two stages of 3 steps each (24 images, batch 8), checkpoints every 2 steps."""
     config = smoke.get_config()
-    config.data.dir = str(small_folder)
+    config.data.update(source="folders", dir=str(small_folder))
     config.data.image_size = 32
     config.data.val_fraction = 0.25  # 18 train, 6 val images: 2 steps an epoch
     config.train.update(
@@ -172,6 +173,24 @@ def test_evaluation_reads_with_its_data_overrides(small_folder, tmp_path_factory
         for s in ("train", "val")
     ]
     assert sum(counts) == 30
+
+
+def test_a_csv_collection_with_a_published_split_trains_and_evaluates(config, small_csv, tmp_path):
+    config.data.update(
+        source="csv",
+        dir=str(small_csv),
+        csv="labels.csv",
+        classes=synthetic.CLASSES,
+        id_column="image_id",
+        label_column="label",
+        path_column="file",
+        split_column="split",
+    )
+    config.stages = {"stage1": config.stages.stage2}
+    config.stages.stage1.num_epochs = 1.0
+    loop.train_and_evaluate(config, str(tmp_path))
+    result = report.evaluate([str(tmp_path)], split="val")
+    assert result["num_examples"] == 6 and result["classes"] == list(synthetic.CLASSES)
 
 
 def test_a_second_process_is_refused_and_a_killed_one_does_not_block(config, tmp_path):

@@ -234,13 +234,19 @@ def from_csv(
 def load(data_config: Mapping) -> Collection:
     """Builds the collection described by a config's ``data`` section."""
     kind = data_config["source"]
-    if kind == "folders" and data_config.get("group_columns"):
+    if kind in ("folders", "synthetic") and data_config.get("group_columns"):
         raise DataError(
             "config.data.group_columns needs a CSV collection (source='csv'); a folder-per-class "
             "collection has no columns."
         )
     if kind == "folders":
         return from_folders(data_config["dir"], data_config.get("classes") or None)
+    if kind == "synthetic":  # drawn lesions, written to the folder on first use
+        from skinjax.data import synthetic
+
+        return from_folders(
+            synthetic.ensure(data_config["dir"]), data_config.get("classes") or None
+        )
     if kind == "csv":
         return from_csv(
             data_config["dir"],
@@ -254,4 +260,4 @@ def load(data_config: Mapping) -> Collection:
             label_map=data_config.get("label_map") or {},
             group_columns=tuple(data_config.get("group_columns") or ()),
         )
-    raise DataError(f"config.data.source must be 'folders' or 'csv', not {kind!r}.")
+    raise DataError(f"config.data.source must be 'folders', 'csv' or 'synthetic', not {kind!r}.")
