@@ -138,7 +138,7 @@ def test_no_pool_returns_the_images_and_checkpoints(tmp_path):
     # MelaNet has no pool: its state must still save and restore (no zero-size arrays).
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
     tx = optax.adam(1e-3)
-    step = cyclegan.Step(nnx.graphdef(model), tx, tx, augment.Augment())
+    step = cyclegan.StepSetup(nnx.graphdef(model), tx, tx, augment.Augment())
     state = cyclegan.create_train_state(model, step, pool_size=0, image_size=16, seed=0)
     manager = ocp.CheckpointManager(tmp_path, options=ocp.CheckpointManagerOptions(create=True))
     manager.save(0, args=ocp.args.StandardSave(state))
@@ -154,7 +154,7 @@ def test_no_pool_returns_the_images_and_checkpoints(tmp_path):
 def test_jitted_step_lowers_generator_and_discriminator_losses():
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
     tx = optax.adam(2e-3, b1=0.5)
-    step = cyclegan.Step(nnx.graphdef(model), tx, tx, augment.Augment())  # a fixed batch
+    step = cyclegan.StepSetup(nnx.graphdef(model), tx, tx, augment.Augment())  # a fixed batch
     state = cyclegan.create_train_state(model, step, pool_size=2, image_size=32, seed=0)
     placement = parallel.Placement("mesh")
     train_fn = cyclegan.compile_step(step, placement)
@@ -174,7 +174,8 @@ def test_jitted_step_lowers_generator_and_discriminator_losses():
 
 def test_pmap_is_refused():
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
-    step = cyclegan.Step(nnx.graphdef(model), optax.sgd(1.0), optax.sgd(1.0), augment.Augment())
+    sgd = optax.sgd(1.0)
+    step = cyclegan.StepSetup(nnx.graphdef(model), sgd, sgd, augment.Augment())
     with pytest.raises(ValueError, match="mesh"):
         cyclegan.compile_step(step, parallel.Placement("pmap"))
 

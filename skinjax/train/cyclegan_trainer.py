@@ -53,10 +53,10 @@ def build_model(config: ml_collections.ConfigDict) -> CycleGAN:
 
 def build_step(
     config: ml_collections.ConfigDict, model: CycleGAN, learning_rate: optax.ScalarOrSchedule
-) -> cyclegan.Step:
+) -> cyclegan.StepSetup:
     # One Adam for both generators and one for both discriminators, as the reference.
     tx = optax.adam(learning_rate, b1=config.optim.b1, b2=config.optim.b2)
-    return cyclegan.Step(
+    return cyclegan.StepSetup(
         graph=nnx.graphdef(model),
         generator_tx=tx,
         discriminator_tx=tx,
@@ -68,7 +68,7 @@ def build_step(
 
 
 def fresh_state(
-    config: ml_collections.ConfigDict, model: CycleGAN, step: cyclegan.Step
+    config: ml_collections.ConfigDict, model: CycleGAN, step: cyclegan.StepSetup
 ) -> cyclegan.TrainState:
     return cyclegan.create_train_state(
         model,
