@@ -242,7 +242,7 @@ def test_the_synthetic_source_is_written_once_and_read_as_folders(tmp_path):
         pathlib.Path(data["dir"]) / "malignant" / "malignant_0007.jpg"
     ).read_bytes()  # the same seed, the same bytes
     (tmp_path / "mine").mkdir()
-    with pytest.raises(DataError, match="holds no synthetic collection"):
+    with pytest.raises(FileExistsError, match="holds no synthetic collection"):
         sources.load({"source": "synthetic", "dir": str(tmp_path / "mine")})
 
 

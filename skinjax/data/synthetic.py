@@ -96,9 +96,7 @@ def ensure(directory: str, *, per_class: int = PER_CLASS, size: int = IMAGE_SIZE
             if json.load(f) == expected:
                 return directory
     if os.path.exists(directory):
-        from skinjax.data.sources import DataError
-
-        raise DataError(
+        raise FileExistsError(
             f"{directory!r} exists but holds no synthetic collection as written by skinjax "
             f"({MARKER} missing or different): point config.data.dir at a new folder."
         )
