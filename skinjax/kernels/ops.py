@@ -124,13 +124,7 @@ def conv2d_epilogue(
 
 
 def batch_norm_train(
-    x: Array,
-    scale: Array,
-    bias: Array,
-    epsilon: float,
-    relu: bool,
-    axis_name: str | None,
-    dtype: jnp.dtype,
+    x: Array, scale: Array, bias: Array, *, epsilon: float, relu: bool, axis_name: str | None, dtype
 ) -> tuple[Array, Array, Array]:
     """Training-mode BatchNorm over the last axis with float32 ``scale`` and ``bias``, then
     an optional ReLU: (output in ``dtype``, batch mean, biased batch variance). oneDNN's

@@ -131,9 +131,8 @@ class BatchNorm(nnx.BatchNorm):
             return ops.add_relu(super().__call__(x), residual, self.relu)
         scale, bias = _to_float32((self.scale[...], self.bias[...]))
         relu = self.relu and residual is None  # otherwise after the addition
-        y, mean, var = ops.batch_norm_train(
-            x, scale, bias, self.epsilon, relu, self.axis_name, self.dtype
-        )
+        options = dict(epsilon=self.epsilon, relu=relu, axis_name=self.axis_name, dtype=self.dtype)
+        y, mean, var = ops.batch_norm_train(x, scale, bias, **options)
         y = ops.add_relu(y, residual, self.relu and not relu)
         momentum = self.momentum
         self.mean[...] = momentum * self.mean[...] + (1 - momentum) * jax.lax.stop_gradient(mean)
