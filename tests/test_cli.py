@@ -78,6 +78,13 @@ def test_a_script_runs_as_a_module_with_configs_that_build_on_others(tmp_path):
     assert "--config.train.batch_sise: no such config field" in result.stderr
 
 
+def test_every_trainer_takes_multihost():
+    """`cli.run` starts every entry point through `runtime.start`, which owns --multihost."""
+    for script in ("train.py", "train_cyclegan.py"):
+        result = _run(script, "--helpfull")
+        assert "--[no]multihost" in result.stdout, script
+
+
 def test_predict_on_an_empty_folder_fails(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _run("predict.py", f"--workdir={tmp_path}", str(tmp_path / "empty"))
