@@ -141,7 +141,7 @@ class CompiledSteps:
     reset_peak: Callable[[], None] = runtime.reset_peak_resident
 
 
-def _build_step(
+def build_step(
     config: ml_collections.ConfigDict, stage: str, num_classes: int
 ) -> tuple[parallel.Placement, Any, classifier.StepSetup]:
     """The placement, model and `classifier.StepSetup` of ``config.stages[stage]``, built as
@@ -162,7 +162,7 @@ def train_step_memory(
     config: ml_collections.ConfigDict, *, stage: str, batch_size: int, num_classes: int
 ) -> memory.StepMemory:
     """XLA's figures for the (mesh) train step at ``batch_size``: compiled, never run."""
-    placement, model, step = _build_step(config, stage, num_classes)
+    placement, model, step = build_step(config, stage, num_classes)
     state, batch = classifier.train_inputs(
         model, step, placement, batch_size, config.data.image_size
     )
@@ -193,7 +193,7 @@ def compiled_steps(
     Both are traced and compiled here, so a context around the call (such as
     `kernels.onednn.disabled()`) decides what they run.
     """
-    placement, model, step = _build_step(config, stage, num_classes)
+    placement, model, step = build_step(config, stage, num_classes)
     state = placement.put_state(classifier.create_train_state(model, step.tx, step.trainable, 0))
     train_fn, eval_fn = classifier.compile_steps(step, placement, flip_tta=False)
     batch = placement.put_batch(

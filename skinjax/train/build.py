@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Any
 
 import jax.numpy as jnp
@@ -89,6 +90,21 @@ def loss(config: ml_collections.ConfigDict, class_counts: np.ndarray) -> classif
             losses.focal_loss, gamma=cfg.focal_gamma, alpha=alpha, class_weights=weights
         )
     raise ValueError(f"config.loss.name must be 'cross_entropy' or 'focal', not {cfg.name!r}")
+
+
+def stage_plan(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> list[tuple[str, Any, int]]:
+    """(name, stage config, number of steps) for each stage: stage1, stage2, ... in order."""
+    names = list(config.stages.keys())
+    bad = [n for n in names if not re.fullmatch(r"stage[1-9][0-9]*", n)]
+    if bad or not names:
+        raise ValueError(f"config.stages must be named stage1, stage2, ...; got {names}")
+    names.sort(key=lambda n: int(n[len("stage") :]))
+    return [
+        (n, config.stages[n], max(1, round(config.stages[n].num_epochs * steps_per_epoch)))
+        for n in names
+    ]
 
 
 def stage_step(

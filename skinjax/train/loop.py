@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -37,21 +36,6 @@ class Progress:
     plateau: dict | None = None
     best: float = -math.inf
     stage_done: bool = False
-
-
-def stage_plan(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> list[tuple[str, Any, int]]:
-    """(name, stage config, number of steps) for each stage: stage1, stage2, ... in order."""
-    names = list(config.stages.keys())
-    bad = [n for n in names if not re.fullmatch(r"stage[1-9][0-9]*", n)]
-    if bad or not names:
-        raise ValueError(f"config.stages must be named stage1, stage2, ...; got {names}")
-    names.sort(key=lambda n: int(n[len("stage") :]))
-    return [
-        (n, config.stages[n], max(1, round(config.stages[n].num_epochs * steps_per_epoch)))
-        for n in names
-    ]
 
 
 def writer_and_hooks(workdir: str, total_steps: int, profile: bool = False):
@@ -172,7 +156,7 @@ class Trainer:
         self.class_counts = np.bincount(self.train_set.labels[indices], minlength=len(self.classes))
         self.model = build.model(config, len(self.classes))
         self.loss = build.loss(config, self.class_counts)
-        self.plan = stage_plan(config, self.steps_per_epoch)
+        self.plan = build.stage_plan(config, self.steps_per_epoch)
         self.total_steps = sum(n for _, _, n in self.plan)
         self.identity = build.identity(config, self.classes)
         checkpoints.check_workdir(self.workdir, self.identity)
