@@ -15,8 +15,12 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from absl import app, logging
+import jax
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from skinjax import runtime
 
@@ -67,6 +71,21 @@ def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | 
             file=sys.stderr,
         )
         return 1
+
+
+def train(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -> None:
+    """A training script: --config and --workdir, then ``train_and_evaluate(config, workdir)``
+    under `run`. Every trainer is this, so each resumes, locks and starts alike."""
+    config = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+    workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv: list[str]) -> None:
+        del argv
+        logging.info("devices: %s", jax.devices())
+        train_and_evaluate(config.value, workdir.value)
+
+    run(main)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
