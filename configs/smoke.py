@@ -4,9 +4,9 @@
     python scripts/evaluate.py --workdir runs/smoke
 
 Cost on the 2-core CPU, in a fresh clone with no ../shared, while three other jobs
-shared the cores (load average 11): training 4 min 16 s, peak 1.3 GiB (most of it
-start-up: imports, data scan, compiling and checking two stages' steps); evaluate.py
-1 min 25 s, peak 0.5 GiB.
+shared the cores (load average 11-14): training 4 min 16 s to 5 min 14 s, peak 1.3 GiB
+(most of it start-up: imports, data scan, compiling and checking two stages' steps);
+evaluate.py 1 min 18 s to 1 min 25 s, peak 0.5 GiB.
 
 Trains on 120 synthetic lesion images (`skinjax.data.synthetic`), written to
 runs/synthetic_data on first use, with a stratified 20% validation split: no download
