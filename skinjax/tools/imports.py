@@ -83,7 +83,10 @@ def main(argv: list[str]) -> None:
     graph = module_imports()
     if "--modules" not in argv:
         graph = rooms(graph)
-    floor = floors(graph)
+    try:
+        floor = floors(graph)
+    except ValueError as e:  # an arrow running back up: say where
+        sys.exit(str(e))
     for level in range(max(floor.values()) + 1):
         print(f"floor {level}: {' '.join(sorted(n for n, f in floor.items() if f == level))}")
     arrows = sorted((a, b) for a, targets in graph.items() for b in targets)
