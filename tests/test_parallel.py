@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import synthetic_folder
+from conftest import ISIC2020
 
 HERE = pathlib.Path(__file__).resolve().parent
 LOSS_RTOL = 1e-4
@@ -29,8 +29,15 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> pathlib.Path:
-    """The 24 images of conftest's ``small_folder``, once for the module."""
-    return synthetic_folder(tmp_path_factory.mktemp("parallel") / "small")
+    """24 real images (the first 12 of each ISIC 2020 class), once for the module."""
+    if not ISIC2020.exists():
+        pytest.skip(f"real data not found at {ISIC2020}")
+    root = tmp_path_factory.mktemp("parallel") / "small"
+    for name in ("benign", "malignant"):
+        (root / name).mkdir(parents=True)
+        for f in sorted(os.listdir(ISIC2020 / name))[:12]:
+            (root / name / f).symlink_to(ISIC2020 / name / f)
+    return root
 
 
 def _free_port() -> int:
