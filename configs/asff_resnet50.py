@@ -11,6 +11,10 @@ Differences, on purpose: we select the checkpoint on a stratified 20% validation
 of the training folder, where their code validates on the test set; ImageNet weights
 come from a torchvision file (`--config.model.pretrained=resnet50.pth`), as no hub
 download is possible here.
+
+Cost on the 2-core CPU: the configured 500 epochs at 224 px are out of reach; from
+scratch at 96 px for 15 epochs it took 58 min (docs/reproduction.md, with its command;
+peak memory not recorded).
 """
 
 from skinjax import config as base_config

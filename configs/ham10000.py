@@ -29,8 +29,10 @@ only been run for 3 steps, to show that it runs end to end (docs/reproduction.md
     # 2 min 1 s, peak 3.1 GiB (SKINJAX_KEEP_FREED_MEMORY=0); evaluate.py: 19 s, 0.9 GiB
 """
 
-from configs import multiclass_ensemble
+from skinjax import config as base_config
 from skinjax import models
+
+multiclass_ensemble = base_config.sibling(__file__, "multiclass_ensemble")
 
 HAM10000 = "../shared/data/ham10000"
 # HAM10000's `dx` codes in ISIC 2018 Task 3's column order (MEL, NV, BCC, AKIEC, ...).

@@ -17,6 +17,9 @@ diagnoses:
     --config.data.id_column=image_id --config.data.label_column=diagnosis \
     --config.data.path_column=file --config.data.split_column=split \
     --config.data.classes="('nevus','melanoma','seborrheic_keratosis')"
+
+Cost on the 2-core CPU, on ISIC 2017 as above: 16-25 min per run, 15-19 GiB of host
+memory (docs/reproduction.md, before keeping freed memory became opt-in).
 """
 
 from skinjax import config as base_config

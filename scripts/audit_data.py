@@ -13,25 +13,28 @@ confirmed pairs (OUT/near_pairs.png) and of pairs just below the threshold
 """
 
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from configs import cam_crop, ham10000
 from skinjax import cli
 from skinjax import config as base_config
 from skinjax.data import audit, sources
 
 _OUT = flags.DEFINE_string("out", None, "Directory for summary.txt, pairs.csv and the sheets.")
 flags.mark_flag_as_required("out")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _config(name: str):
+    """The module of ``configs/<name>.py``, loaded by path."""
+    return base_config.load_file(os.path.join(CONFIGS, f"{name}.py"))
+
 
 COLLECTIONS = {  # the collections in ../shared/data, as the configs read them
     "isic2020-part": lambda: dict(source="folders", dir=base_config.ISIC2020_TRAIN),
-    "isic2017": lambda: cam_crop.ISIC2017,
-    "ham10000": lambda: ham10000.get_config().data.to_dict(),
+    "isic2017": lambda: _config("cam_crop").ISIC2017,
+    "ham10000": lambda: _config("ham10000").get_config().data.to_dict(),
 }
 
 

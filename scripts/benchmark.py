@@ -8,7 +8,7 @@ r"""Throughput of a config's model: train and eval steps, input pipeline, augmen
 
 The steps run on synthetic batches (no data needed): they are the same compiled
 train_step and eval_step as training. --compare torch times torchvision's twin of the
-model (see skinjax/torch_peer.py) in the same rounds as skinjax's steps, alternating
+model (see skinjax/tools/torch_peer.py) in the same rounds as skinjax's steps, alternating
 them, and reports the ratio skinjax / PyTorch. --input also measures the grain pipeline
 on the config's data directory against a plain single-process Pillow loop, the
 on-device augmentation per batch, and the train step fed by that pipeline as the loop
@@ -17,23 +17,19 @@ traced with XLA's own convolutions and BatchNorm instead of oneDNN's
 (kernels.onednn.disabled), in the same rounds. Prints JSON lines and markdown tables.
 """
 
-import os
-import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import dataclasses
 import json
+import os
 
 import jax
 from absl import flags
 from ml_collections import config_flags
 
-from skinjax import benchmark, cli, cpu, logs
+from skinjax import cli, runtime
 from skinjax.data import augment, pipeline, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
+from skinjax.tools import benchmark
 from skinjax.train import memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -117,7 +113,7 @@ def _input_benchmarks(config, collection, rows: list[dict]) -> None:
 
 def _torch_steps(config, stage, batch: int, dtype: str, threads: int) -> dict[str, object]:
     """PyTorch's steps per variant, warmed up; a variant that fails to run is reported."""
-    from skinjax import torch_peer
+    from skinjax.tools import torch_peer
 
     if stage.freeze_backbone:
         print(json.dumps({"kind": "peer_error", "error": "no PyTorch peer for a frozen backbone"}))
@@ -228,8 +224,8 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     "batch_size": batch,
                     "threads": threads,
                     "load_average": os.getloadavg()[0],
-                    "keep_freed_memory": cpu.keeps_freed_memory(),
-                    "huge_pages": cpu.uses_huge_pages(),
+                    "keep_freed_memory": runtime.keeps_freed_memory(),
+                    "huge_pages": runtime.uses_huge_pages(),
                 }
                 train_s = t["skinjax train"].median_s
                 xla = {
@@ -327,8 +323,6 @@ def _print_tables(rows: list[dict]) -> None:
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts, as the entry points do
     config = _CONFIG.value
     rows: list[dict] = []
     if _MAX_BATCH.value:

@@ -13,16 +13,14 @@ their defaults keep the run's values). Then train on the crops:
 """
 
 import os
-import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from skinjax import cam_crop, cli, cpu, logs, trained
+from skinjax import cli
 from skinjax import config as base_config
+from skinjax.apps import cam_crop
+from skinjax.train import trained
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Stage-1 training work directory.")
 _OUT = flags.DEFINE_string("out", None, "Directory for the cropped collection.")
@@ -32,8 +30,6 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts its threads
     run = trained.load(_WORKDIR.value)
     defaults = base_config.base().cam_crop
     settings = dict(run.config.get("cam_crop", defaults))

@@ -11,18 +11,12 @@ validation on another collection laid out the same way (fields left at their def
 keep the training run's values).
 """
 
-import os
-import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import flags
 from ml_collections import config_flags
 
-from skinjax import cli, cpu, logs
+from skinjax import cli
 from skinjax import config as base_config
-from skinjax.train import report
+from skinjax.apps import report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split to evaluate: train, val or test.")
@@ -34,8 +28,6 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts its threads
     overrides = base_config.data_overrides(_DATA.value)
     result = report.evaluate(
         [_WORKDIR.value, *_PROTOCOL.ensemble.value],

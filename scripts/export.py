@@ -10,20 +10,15 @@ An ensemble is one function averaging its members' probabilities with the weight
 
 A holds model.stablehlo and gradcam.stablehlo (jax.export, any batch size),
 model.onnx (jax2onnx), weights.safetensors, model_card.json and MODEL_CARD.md; see
-skinjax/export.py and docs/explain_export.md. The exported files are checked against
+skinjax/apps/export.py and docs/explain_export.md. The exported files are checked against
 the live model (logits within --tolerance at batch sizes 1 and 5), or nothing is
 written. A non-empty A is refused unless --overwrite, which replaces it whole.
 """
 
-import os
-import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import flags
 
-from skinjax import cli, export, logs
+from skinjax import cli
+from skinjax.apps import export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.")
 _ENSEMBLE, _WEIGHTS = cli.define_ensemble_flags()
@@ -43,7 +38,6 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
     card = export.export(
         [_WORKDIR.value, *_ENSEMBLE.value],
         _OUT.value,

@@ -8,13 +8,11 @@ a run that did not log a metric is left out of its panel.
 """
 
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import cli, plots, scalars
+from skinjax import cli, plots
+from skinjax.tools import scalars
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A training work directory.")
 _METRICS = flags.DEFINE_list("metrics", ["val/roc_auc", "train/loss"], "Scalars to plot.")

@@ -23,15 +23,12 @@ and the others still run; the exit status is then 1. A folder with no files is a
 (exit status 1).
 """
 
-import os
 import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from skinjax import cli, cpu, isic, logs, predict
+from skinjax import cli
+from skinjax.apps import isic, predict
 from skinjax.data import metadata
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory (best checkpoint).")
@@ -52,8 +49,6 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "artifact"], required=True)
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("name at least one image file or folder")
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts its threads
     files = predict.list_files(argv[1:])  # an empty folder is an error: before the model
     protocol = _PROTOCOL.values()
     if _WORKDIR.value:

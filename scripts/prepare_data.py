@@ -2,21 +2,16 @@ r"""Prepares a collection once: checked, de-duplicated, split and resized to the
 image size (`skinjax/data/resized.py`), for runs that then read neither the originals
 nor scan them again.
 
-    python scripts/prepare_data.py --config configs/smoke.py --out /data/isic2020-64px
+    python scripts/prepare_data.py --config configs/smoke.py --out /data/isic2020-64px \
+        --config.data.source=folders --config.data.dir=../shared/data/isic2020-part/train
     python scripts/train.py --config configs/smoke.py --workdir runs/smoke \
         --config.data.source=prepared --config.data.dir=/data/isic2020-64px
 """
 
-import os
-import sys
-
-# Configs import each other as `configs.x`: put the repository root on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import flags, logging
 from ml_collections import config_flags
 
-from skinjax import cli, logs
+from skinjax import cli
 from skinjax.data import resized
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -26,7 +21,6 @@ flags.mark_flags_as_required(["config", "out"])
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
     manifest = resized.write(_CONFIG.value.data, _OUT.value)
     counts = {name: len(rows) for name, rows in manifest["parts"].items()}
     logging.info("prepared %s in %s (%d skipped)", counts, _OUT.value, len(manifest["skipped"]))

@@ -4,14 +4,15 @@ r"""Prints a model's parameters and its forward cost per image.
 
 The model is only traced, never initialised, so even ResNet-152 takes seconds. FLOPs
 are XLA's count of the eval-mode forward pass (a multiply-add counts two), whichever
-kernels run (`skinjax.flops`).
+kernels run (`skinjax.kernels.flops`).
 """
 
 from absl import flags
 from clu import parameter_overview
 from flax import nnx
 
-from skinjax import cli, flops, models
+from skinjax import cli, models
+from skinjax.kernels import flops
 
 _MODEL = flags.DEFINE_string("model", None, "Registered model name.")
 _IMAGE_SIZE = flags.DEFINE_integer("image-size", 224, "Height and width of the input.")

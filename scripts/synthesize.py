@@ -11,14 +11,10 @@ OUT/labels.csv lists the synthetic images alone. Every CSV has the columns id, p
 label, split, synthetic (0/1) and source.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import flags, logging
 
-from skinjax import cli, cpu, logs, synthesis
+from skinjax import cli
+from skinjax.apps import synthesis
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a CycleGAN run.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the images and CSV files.")
@@ -35,8 +31,6 @@ flags.mark_flags_as_mutual_exclusive(["input", "input_class"], required=True)
 
 def main(argv):
     del argv
-    logs.quiet_libraries()
-    cpu.keep_freed_memory()  # before the backend starts its threads
     written = synthesis.synthesize(
         _WORKDIR.value,
         _OUTPUT.value,

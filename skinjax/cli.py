@@ -16,10 +16,14 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import jax
+import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-from skinjax import cpu
+from skinjax import runtime
 
 
 def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
@@ -52,6 +56,7 @@ def _message(error: Exception) -> str:
 
 def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
     try:
+        runtime.start()
         return main(argv)
     except app.UsageError:  # absl prints it with the usage
         raise
@@ -69,12 +74,26 @@ def _guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | 
         return 1
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-    """`absl.app.run` for a script's ``main``: parses flags, runs, exits with its status.
+def train(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -> None:
+    """A training script: --config and --workdir, then ``train_and_evaluate(config, workdir)``
+    under `run`. Every trainer is this, so each resumes, locks and starts alike."""
+    config = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+    workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
-    First the process restarts itself with malloc on huge pages (`cpu.restart_with_huge_pages`).
-    """
-    cpu.restart_with_huge_pages()
+    def main(argv: list[str]) -> None:
+        del argv
+        logging.info("devices: %s", jax.devices())
+        train_and_evaluate(config.value, workdir.value)
+
+    run(main)
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """`absl.app.run` for a script's ``main``: restarts the process with malloc on huge
+    pages (`runtime.restart_with_huge_pages`), parses flags, sets the process up
+    (`runtime.start`: ``--multihost`` and the rest), runs, exits with its status."""
+    runtime.restart_with_huge_pages()
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
 
 

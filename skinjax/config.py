@@ -7,6 +7,10 @@ command line (`--config.train.batch_sise=8`) is an error, not a silently ignored
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
+
 import ml_collections
 
 ISIC2020_TRAIN = "../shared/data/isic2020-part/train"
@@ -24,8 +28,10 @@ def data_overrides(data: ml_collections.ConfigDict) -> dict:
 def data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
-            source="folders",  # 'folders' (one folder per class), 'csv' or 'prepared'
-            # (dir written by scripts/prepare_data.py: resized, checked, split once)
+            # 'folders' (one folder per class), 'csv', 'prepared' (dir written by
+            # scripts/prepare_data.py: resized, checked, split once) or 'synthetic' (drawn
+            # lesions, written to `dir` on first use: skinjax.data.synthetic)
+            source="folders",
             dir=ISIC2020_TRAIN,
             classes=(),  # class order; () = folder names sorted
             # csv collections: column names and label mapping
@@ -167,3 +173,20 @@ def base() -> ml_collections.ConfigDict:
         )
     )
     return config
+
+
+def load_file(path: str) -> types.ModuleType:
+    """The config file at ``path`` as a module, loaded by path as `config_flags` loads it:
+    configs build on each other with no repository root on ``sys.path``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    name = f"skinjax_config_{os.path.splitext(os.path.basename(path))[0]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling(file: str, name: str) -> types.ModuleType:
+    """The config ``name`` from the folder of ``file`` (a config's ``__file__``)."""
+    return load_file(os.path.join(os.path.dirname(os.path.abspath(file)), f"{name}.py"))

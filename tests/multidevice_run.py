@@ -48,7 +48,7 @@ def make_config(folder: str, strategy: str) -> ml_collections.ConfigDict:
     where a mean belongs and blow rounding noise in near-zero gradients up to ~lr.
     """
     config = smoke.get_config()
-    config.data.dir = folder
+    config.data.update(source="folders", dir=folder)
     config.data.image_size = IMAGE_SIZE
     config.data.val_fraction = 0.25  # 18 train and 6 validation images
     config.augment.update(hflip=False, vflip=False, rotation=0.0, translation=0.0, zoom=0.0)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from skinjax import benchmark
+from skinjax.tools import benchmark
 
 
 def test_end_to_end_feeds_one_batch_per_step_and_times_both_arms():

@@ -9,7 +9,7 @@ import pytest
 
 from skinjax import config as base_config
 from skinjax import models
-from skinjax.train import loop
+from skinjax.train import build
 
 
 def _load(name):
@@ -36,7 +36,7 @@ def test_config_is_valid(name):
     stage_fields = set(base_config.stage_config().keys())
     for stage in config.stages.values():
         assert set(stage.keys()) <= stage_fields
-    assert loop.stage_plan(config, steps_per_epoch=10)
+    assert build.stage_plan(config, steps_per_epoch=10)
     assert config.model.name in models.names()
 
 

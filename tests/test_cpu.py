@@ -1,4 +1,4 @@
-"""cpu.keep_freed_memory, opt-in: a thread's second large allocation reuses the first one's
+"""runtime.keep_freed_memory, opt-in: a thread's second large allocation reuses the first one's
 pages; by default malloc is left as it is."""
 
 import os
@@ -7,17 +7,17 @@ import sys
 
 import pytest
 
-from skinjax import cpu
+from skinjax import runtime
 
 # Allocates, touches and frees 256 MiB twice in a new thread, as XLA's threads do with a
 # step's temporaries, and prints the page faults of the second round.
 _SCRIPT = """
 import ctypes, ctypes.util, resource, sys, threading
-from skinjax import cpu
+from skinjax import runtime
 if sys.argv[1] == "keep":
-    assert cpu.keep_freed_memory() and cpu.keeps_freed_memory()
+    assert runtime.keep_freed_memory() and runtime.keeps_freed_memory()
 if sys.argv[1] == "default":
-    assert not cpu.keep_freed_memory() and not cpu.keeps_freed_memory()
+    assert not runtime.keep_freed_memory() and not runtime.keeps_freed_memory()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -58,8 +58,8 @@ def test_second_allocation_does_not_page_fault():
 # and prints whether the restart happened and the page faults the block took.
 _HUGE_PAGES_SCRIPT = """
 import ctypes, ctypes.util, resource
-from skinjax import cpu
-cpu.restart_with_huge_pages()
+from skinjax import runtime
+runtime.restart_with_huge_pages()
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -69,7 +69,7 @@ block = libc.malloc(size)
 ctypes.memset(block, 1, size)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 libc.free(block)
-print(cpu.uses_huge_pages(), faults)
+print(runtime.uses_huge_pages(), faults)
 """
 
 
@@ -88,7 +88,7 @@ def _huge_pages_run(setting: str | None) -> tuple[str, int]:
     return restarted, int(faults)
 
 
-@pytest.mark.skipif(not cpu.huge_pages_possible(), reason="needs glibc 2.35+ and THP")
+@pytest.mark.skipif(not runtime.huge_pages_possible(), reason="needs glibc 2.35+ and THP")
 def test_restart_with_huge_pages_faults_large_blocks_in_2mib_pages():
     pages = (256 << 20) // 4096
     restarted, faults = _huge_pages_run(None)

@@ -1,7 +1,6 @@
 """CycleGAN: networks, losses, the image pool, the train step, exact resume, synthesis."""
 
 import os
-import pathlib
 import shutil
 import types
 
@@ -11,17 +10,18 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from conftest import synthetic_folder
 from flax import nnx
 from PIL import Image
 
 from configs import cyclegan as cyclegan_config
-from skinjax import losses, parallel, synthesis
+from skinjax import losses, parallel
+from skinjax.apps import synthesis
 from skinjax.data import augment, prepare, sources
 from skinjax.models import cyclegan as models
 from skinjax.train import cyclegan, cyclegan_trainer
 
 TINY = dict(generator_width=4, discriminator_width=4)
-ISIC2020 = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/isic2020-part/train"
 
 
 # --- networks -------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_no_pool_returns_the_images_and_checkpoints(tmp_path):
     # MelaNet has no pool: its state must still save and restore (no zero-size arrays).
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
     tx = optax.adam(1e-3)
-    step = cyclegan.Step(nnx.graphdef(model), tx, tx, augment.Augment())
+    step = cyclegan.StepSetup(nnx.graphdef(model), tx, tx, augment.Augment())
     state = cyclegan.create_train_state(model, step, pool_size=0, image_size=16, seed=0)
     manager = ocp.CheckpointManager(tmp_path, options=ocp.CheckpointManagerOptions(create=True))
     manager.save(0, args=ocp.args.StandardSave(state))
@@ -154,7 +154,7 @@ def test_no_pool_returns_the_images_and_checkpoints(tmp_path):
 def test_jitted_step_lowers_generator_and_discriminator_losses():
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
     tx = optax.adam(2e-3, b1=0.5)
-    step = cyclegan.Step(nnx.graphdef(model), tx, tx, augment.Augment())  # a fixed batch
+    step = cyclegan.StepSetup(nnx.graphdef(model), tx, tx, augment.Augment())  # a fixed batch
     state = cyclegan.create_train_state(model, step, pool_size=2, image_size=32, seed=0)
     placement = parallel.Placement("mesh")
     train_fn = cyclegan.compile_step(step, placement)
@@ -174,7 +174,8 @@ def test_jitted_step_lowers_generator_and_discriminator_losses():
 
 def test_pmap_is_refused():
     model = models.CycleGAN("unet", rngs=nnx.Rngs(0), **TINY)
-    step = cyclegan.Step(nnx.graphdef(model), optax.sgd(1.0), optax.sgd(1.0), augment.Augment())
+    sgd = optax.sgd(1.0)
+    step = cyclegan.StepSetup(nnx.graphdef(model), sgd, sgd, augment.Augment())
     with pytest.raises(ValueError, match="mesh"):
         cyclegan.compile_step(step, parallel.Placement("pmap"))
 
@@ -186,7 +187,7 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     np.testing.assert_allclose(rates[6:], [2e-4, 1.5e-4, 1e-4, 0.5e-4, 0.0], atol=1e-12)
 
 
-# --- training, resume and synthesis on real images --------------------------------------
+# --- training, resume and synthesis on synthetic images----------------------------------
 
 
 def _tiny_config(data_dir):
@@ -210,14 +211,7 @@ def _tiny_config(data_dir):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    if not ISIC2020.exists():
-        pytest.skip(f"real data not found at {ISIC2020}")
-    root = tmp_path_factory.mktemp("data")
-    for name in ("benign", "malignant"):
-        (root / name).mkdir()
-        for f in sorted(os.listdir(ISIC2020 / name))[:12]:
-            (root / name / f).symlink_to(ISIC2020 / name / f)
-    return root
+    return synthetic_folder(tmp_path_factory.mktemp("data") / "small")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,12 @@
+import os
+import pathlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from skinjax.data import images, integrity, sources, splits
+from skinjax import config as base_config
+from skinjax.data import images, integrity, prepare, sources, splits, synthetic
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import DataError
 
@@ -223,3 +227,28 @@ def test_resize_and_dct_scaling_of_a_large_jpeg(tmp_path):
     decoded = images.decode((tmp_path / "big.jpg").read_bytes(), "big.jpg", min_size=128)
     assert min(decoded.shape[:2]) >= 128 and decoded.shape[0] <= 512  # decoded at 1/4 scale
     assert images.load(str(tmp_path / "big.jpg"), 128).shape == (128, 128, 3)
+
+
+def test_the_synthetic_source_is_written_once_and_read_as_folders(tmp_path):
+    data = {"source": "synthetic", "dir": str(tmp_path / "synthetic")}
+    first = sources.load(data)
+    assert first.classes == synthetic.CLASSES
+    assert first.class_counts().tolist() == [synthetic.PER_CLASS] * 2
+    written = {p: os.stat(p).st_mtime_ns for p in first.paths}
+    assert sources.load(data) == first  # reused, not written again
+    assert {p: os.stat(p).st_mtime_ns for p in first.paths} == written
+    again = synthetic.write(str(tmp_path / "again"), per_class=synthetic.PER_CLASS)
+    assert (pathlib.Path(again) / "malignant" / "malignant_0007.jpg").read_bytes() == (
+        pathlib.Path(data["dir"]) / "malignant" / "malignant_0007.jpg"
+    ).read_bytes()  # the same seed, the same bytes
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(FileExistsError, match="holds no synthetic collection"):
+        sources.load({"source": "synthetic", "dir": str(tmp_path / "mine")})
+
+
+def test_synthetic_images_are_no_near_duplicates_so_splits_stay_stratified(tmp_path):
+    data = base_config.data_config()
+    data.update(source="synthetic", dir=str(tmp_path / "synthetic"))
+    parts = prepare.prepare(data).parts
+    assert parts["train"].class_counts().tolist() == [48, 48]
+    assert parts["val"].class_counts().tolist() == [12, 12]

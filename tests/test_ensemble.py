@@ -9,9 +9,10 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from skinjax import export, parallel, predict, trained
+from skinjax import parallel
+from skinjax.apps import export, predict, report
 from skinjax.data import augment, images, metadata, prepare
-from skinjax.train import classifier, report
+from skinjax.train import build, classifier, trained
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def ensemble_artifact(members, tmp_path_factory) -> pathlib.Path:
 
 def _val(workdir: str):
     """The validation images, and their metadata rows by id."""
-    config, _ = trained.load_run(workdir)
+    config, _ = build.load_run(workdir)
     val = prepare.prepare(config.data).parts["val"]
     encoder = metadata.encoder(config.model, config.data)
     rows = metadata.read_rows(f"{config.data.dir}/{config.data.csv}", encoder, "image_id")

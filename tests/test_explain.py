@@ -10,9 +10,10 @@ import tiny_run
 from flax import nnx
 from PIL import Image
 
-from skinjax import cam_crop, explain, models, trained
+from skinjax import models
+from skinjax.apps import cam_crop, explain
 from skinjax.data import prepare
-from skinjax.train import loop
+from skinjax.train import loop, trained
 
 
 class QuadrantModel(nnx.Module):

@@ -15,8 +15,10 @@ import tiny_run
 from flax import nnx
 from safetensors.numpy import load_file
 
-from skinjax import explain, export, flops, trained
+from skinjax.apps import explain, export
 from skinjax.data import augment, images, sources
+from skinjax.kernels import flops
+from skinjax.train import trained
 
 jax2onnx = pytest.importorskip("jax2onnx", reason="pip install --no-deps jax2onnx==0.17.1")
 

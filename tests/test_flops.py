@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from skinjax import flops, models
-from skinjax.kernels import onednn
+from skinjax import models
+from skinjax.kernels import flops, onednn
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not built")
 

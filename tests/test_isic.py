@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from ham10000_run import HAM10000
 
-from skinjax import isic, predict
-from skinjax.train import report
+from skinjax.apps import isic, predict, report
 
 
 def test_columns_follow_the_challenge_whatever_the_class_order():

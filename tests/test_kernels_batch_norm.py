@@ -1,4 +1,4 @@
-"""oneDNN's training-mode BatchNorm computes what `layers.batch_norm_train` computes."""
+"""oneDNN's training-mode BatchNorm computes what `xla.batch_norm_train` computes."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from skinjax.kernels import batch_norm, onednn
+from skinjax.kernels import batch_norm, onednn, xla
 from skinjax.models import layers
 
 native = pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not built here")
@@ -34,7 +34,7 @@ def _forward_and_grads(fn, x, scale, bias, g):
 
 
 def _reference(x, scale, bias, relu):
-    return layers.batch_norm_train(x, scale, bias, EPSILON, relu, None, x.dtype)
+    return xla.batch_norm_train(x, scale, bias, EPSILON, relu, None, x.dtype)
 
 
 @native

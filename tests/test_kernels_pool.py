@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from skinjax.kernels import onednn, pool
-from skinjax.models import layers
+from skinjax.kernels import onednn, ops, pool
 
 native = pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not built here")
 native_bfloat16 = pytest.mark.skipif(
@@ -50,7 +49,7 @@ def test_matches_flax_forward_and_backward(shape, size, stride, dtype):
 def test_the_layer_uses_onednn_on_cpu_and_xla_when_disabled():
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
     # A new function per trace: jit and make_jaxpr cache traces by function.
-    grad = lambda: jax.grad(lambda x: jnp.sum(layers.max_pool(x) ** 2))
+    grad = lambda: jax.grad(lambda x: jnp.sum(ops.max_pool(x) ** 2))
     assert onednn.target("MaxPoolBackward") in str(jax.make_jaxpr(grad())(x))
     got = jax.jit(grad())(x)
     with onednn.disabled():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from skinjax.kernels import onednn
+from skinjax.kernels import onednn, ops
 from skinjax.models import layers
 
 
@@ -60,10 +60,10 @@ def test_bfloat16_matmul_keeps_bfloat16_gradients_close_to_float32():
     x = jax.random.normal(jax.random.key(0), (32, 16))
     w = jax.random.normal(jax.random.key(1), (16, 8))
     g = jax.random.normal(jax.random.key(2), (32, 8))
-    loss = lambda x, w: jnp.sum(layers.matmul(x, w) * g)
+    loss = lambda x, w: jnp.sum(ops.matmul(x, w) * g)
     dx, dw = jax.grad(loss, argnums=(0, 1))(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
     dx_ref, dw_ref = jax.grad(loss, argnums=(0, 1))(x, w)
-    assert layers.matmul(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)).dtype == jnp.float32
+    assert ops.matmul(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)).dtype == jnp.float32
     assert dx.dtype == dw.dtype == jnp.bfloat16
     np.testing.assert_allclose(dx.astype(jnp.float32), dx_ref, rtol=0.05, atol=0.1)
     np.testing.assert_allclose(dw.astype(jnp.float32), dw_ref, rtol=0.05, atol=0.2)
@@ -74,9 +74,9 @@ def test_max_pool_and_its_gradient_match_flax(size):
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
     g = jax.random.normal(jax.random.key(1), (2, size // 2 + size % 2, size // 2 + size % 2, 3))
     flax_pool = lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    np.testing.assert_array_equal(layers.max_pool(x), flax_pool(x))
+    np.testing.assert_array_equal(ops.max_pool(x), flax_pool(x))
     grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * g))(x)
-    np.testing.assert_allclose(grad(layers.max_pool), grad(flax_pool), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad(ops.max_pool), grad(flax_pool), rtol=1e-6, atol=1e-6)
 
 
 def _conv_norm(kernel_size: int, stride: int, dtype=jnp.float32, **kwargs) -> layers.ConvNorm:
@@ -151,7 +151,7 @@ def test_depthwise_matches_lax_convolution(form, dtype, kernel_size, stride):
 
     def ours(x, kernel):
         with context():
-            return layers.conv2d(x, kernel, (stride, stride), padding, groups=channels)
+            return ops.conv2d(x, kernel, (stride, stride), padding, groups=channels)
 
     with context():
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(ours(x, k))))(kernel))

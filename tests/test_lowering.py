@@ -14,7 +14,7 @@ import pathlib
 import pytest
 from test_configs import CONFIGS
 
-from skinjax import lowering
+from skinjax.tools import lowering
 
 CENSUS = pathlib.Path(__file__).with_name("lowering_census.json")
 IMAGE_SIZE = 32  # the ops are the same at any size; tracing is faster on small ones

@@ -10,10 +10,10 @@ from flax import nnx
 
 from configs import ham10000 as ham_config
 from skinjax import models
+from skinjax.apps import report
 from skinjax.data import metadata, pipeline, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.models.with_metadata import WithMetadata
-from skinjax.train import report
 
 SEXES, SITES = len(("male", "female")), len(ham_config.HAM10000_SITES)
 SIZE = 2 + SEXES + 1 + SITES + 1

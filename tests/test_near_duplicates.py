@@ -8,6 +8,7 @@ from PIL import Image, ImageEnhance
 from scipy import fft
 
 from skinjax.data import near_duplicates as nd
+from skinjax.data import synthetic
 
 
 def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -93,3 +94,11 @@ def test_shared_finds_the_copies_in_another_collection(sources, tmp_path):
         (tmp_path / "copy.jpg").write_bytes(_copies(image.convert("RGB"))["all"])
     test = [sources[0], str(tmp_path / "copy.jpg"), sources[1]]
     assert nd.shared(test, sources[2:]).tolist() == [1]
+
+
+def test_collections_with_no_look_alike_share_nothing(tmp_path):
+    """No candidate pair at all (distinct synthetic lesions) is an empty answer, not an error."""
+    synthetic.write(str(tmp_path), per_class=2)
+    benign, malignant = (sorted(map(str, (tmp_path / c).iterdir())) for c in synthetic.CLASSES)
+    assert len(nd.candidates(nd.fingerprint(benign), nd.fingerprint(malignant))[0]) == 0
+    assert nd.shared(benign, malignant).tolist() == []

@@ -29,7 +29,7 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> pathlib.Path:
-    """The 24 images of conftest's ``small_folder``, once for the module."""
+    """24 real images (the first 12 of each ISIC 2020 class), once for the module."""
     if not ISIC2020.exists():
         pytest.skip(f"real data not found at {ISIC2020}")
     root = tmp_path_factory.mktemp("parallel") / "small"

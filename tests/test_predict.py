@@ -11,7 +11,7 @@ import pytest
 import tiny_run
 from PIL import Image
 
-from skinjax import export, predict
+from skinjax.apps import export, predict
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

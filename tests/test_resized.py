@@ -13,7 +13,7 @@ from skinjax.data.sources import DataError
 @pytest.fixture
 def originals_and_copy(small_folder, tmp_path):
     data = smoke.get_config().data
-    data.update(dir=str(small_folder), file_cache_dir="", val_fraction=0.25)
+    data.update(source="folders", dir=str(small_folder), file_cache_dir="", val_fraction=0.25)
     resized.write(data, str(tmp_path / "prepared"))
     copy = data.copy_and_resolve_references()
     copy.update(source="prepared", dir=str(tmp_path / "prepared"))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from skinjax import plots, scalars
+from skinjax import plots
+from skinjax.tools import scalars
 
 
 def test_scalars_read_back_by_step_across_resumed_event_files(tmp_path):

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from skinjax import torch_peer
+from skinjax.tools import torch_peer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is None, reason="torch is a dev extra"

@@ -1,4 +1,4 @@
-"""The training loop on real images: exact resume, stages, clear errors."""
+"""The training loop on synthetic JPEG files (conftest): exact resume, stages, clear errors."""
 
 import json
 import os
@@ -16,7 +16,9 @@ import tiny_run
 from PIL import Image
 
 from configs import smoke
-from skinjax.train import classifier, lock, loop, memory, report
+from skinjax.apps import report
+from skinjax.data import synthetic
+from skinjax.train import build, classifier, lock, loop, memory
 from skinjax.train.checkpoints import CheckpointMismatch
 
 
@@ -24,7 +26,7 @@ from skinjax.train.checkpoints import CheckpointMismatch
 def config(small_folder):
     """Two stages of 3 steps each (24 images, batch 8), checkpoints every 2 steps."""
     config = smoke.get_config()
-    config.data.dir = str(small_folder)
+    config.data.update(source="folders", dir=str(small_folder))
     config.data.image_size = 32
     config.data.val_fraction = 0.25  # 18 train, 6 val images: 2 steps an epoch
     config.train.update(
@@ -92,7 +94,7 @@ def test_workdir_of_another_model_is_refused(config, tmp_path):
     config.stages = {"stage1": config.stages.stage1}
     config.stages.stage1.num_epochs = 0.5
     loop.train_and_evaluate(config, str(tmp_path))
-    written = {f: (tmp_path / f).read_bytes() for f in (loop.CONFIG_FILE, loop.RUN_FILE)}
+    written = {f: (tmp_path / f).read_bytes() for f in (build.CONFIG_FILE, build.RUN_FILE)}
     config.model.options = {"width": 16}
     config.model.name = "resnet34"
     with pytest.raises(CheckpointMismatch, match="another model.*resnet18.*resnet34"):
@@ -173,6 +175,24 @@ def test_evaluation_reads_with_its_data_overrides(small_folder, tmp_path_factory
     assert sum(counts) == 30
 
 
+def test_a_csv_collection_with_a_published_split_trains_and_evaluates(config, small_csv, tmp_path):
+    config.data.update(
+        source="csv",
+        dir=str(small_csv),
+        csv="labels.csv",
+        classes=synthetic.CLASSES,
+        id_column="image_id",
+        label_column="label",
+        path_column="file",
+        split_column="split",
+    )
+    config.stages = {"stage1": config.stages.stage2}
+    config.stages.stage1.num_epochs = 1.0
+    loop.train_and_evaluate(config, str(tmp_path))
+    result = report.evaluate([str(tmp_path)], split="val")
+    assert result["num_examples"] == 6 and result["classes"] == list(synthetic.CLASSES)
+
+
 def test_a_second_process_is_refused_and_a_killed_one_does_not_block(config, tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(
@@ -197,7 +217,7 @@ def test_a_second_process_is_refused_and_a_killed_one_does_not_block(config, tmp
     config.stages = {"stage1": config.stages.stage1}
     config.stages.stage1.num_epochs = 0.5
     loop.train_and_evaluate(config, str(workdir))  # the dead holder's lock file is left
-    assert (workdir / loop.CONFIG_FILE).exists()
+    assert (workdir / build.CONFIG_FILE).exists()
 
 
 def test_unknown_stage_names_are_refused(config, tmp_path):

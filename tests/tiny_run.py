@@ -1,13 +1,12 @@
-"""A tiny trained work directory (ResNet-18 width 8, 32 px, 24 real images), made once per
+"""A tiny trained work directory (ResNet-18 width 8, 32 px, 24 synthetic images), made once per
 test session and shared by the explain, export and predict tests."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
-from conftest import ISIC2020
+from conftest import synthetic_folder
 
 from configs import smoke
 from skinjax.train import loop
@@ -15,20 +14,9 @@ from skinjax.train import loop
 _RUNS: dict[str, pathlib.Path] = {}
 
 
-def small_folder(root: pathlib.Path) -> pathlib.Path:
-    """12 real images per class in folders, linked, not copied."""
-    if not ISIC2020.exists():
-        pytest.skip(f"real data not found at {ISIC2020}")
-    for name in ("benign", "malignant"):
-        (root / name).mkdir(parents=True)
-        for f in sorted(os.listdir(ISIC2020 / name))[:12]:
-            (root / name / f).symlink_to(ISIC2020 / name / f)
-    return root
-
-
 def config(data_dir: pathlib.Path):
     config = smoke.get_config()
-    config.data.dir = str(data_dir)
+    config.data.update(source="folders", dir=str(data_dir))
     config.data.image_size = 32
     config.data.val_fraction = 0.25
     config.stages = {"stage1": config.stages.stage2}
@@ -42,6 +30,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """The trained work directory; trained on first use."""
     if "run" not in _RUNS:
         root = tmp_path_factory.mktemp("tiny_run")
-        loop.train_and_evaluate(config(small_folder(root / "data")), str(root / "run"))
+        loop.train_and_evaluate(config(synthetic_folder(root / "data")), str(root / "run"))
         _RUNS["run"] = root / "run"
     return _RUNS["run"]

@@ -216,7 +216,7 @@ def candidates(
         )
     order = np.lexsort((-s, j, i))  # the better score of a pair found twice comes first
     i, j, o, s = i[order], j[order], o[order], s[order]
-    first_of_pair = np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])]
+    first_of_pair = np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])][: len(i)]  # none: []
     i, j, o, s = (x[first_of_pair] for x in (i, j, o, s))
     return i.astype(np.int64), j.astype(np.int64), o.astype(np.int64), s.astype(np.float32)
 

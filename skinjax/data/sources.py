@@ -244,7 +244,7 @@ def load(data_config: Mapping) -> Collection:
     metadata_columns = tuple(data_config.get(k, "") for k in METADATA_COLUMN_KEYS)
     metadata_columns = metadata_columns if any(metadata_columns) else ()
     for key in ("group_columns", *METADATA_COLUMN_KEYS):
-        if kind == "folders" and data_config.get(key):
+        if kind in ("folders", "synthetic") and data_config.get(key):
             raise DataError(
                 f"config.data.{key} needs a CSV collection (source='csv'); a folder-per-class "
                 "collection has no columns."
@@ -257,6 +257,12 @@ def load(data_config: Mapping) -> Collection:
         )
     if kind == "folders":
         return from_folders(data_config["dir"], data_config.get("classes") or None)
+    if kind == "synthetic":  # drawn lesions, written to the folder on first use
+        from skinjax.data import synthetic
+
+        return from_folders(
+            synthetic.ensure(data_config["dir"]), data_config.get("classes") or None
+        )
     if kind == "csv":
         return from_csv(
             data_config["dir"],
@@ -271,4 +277,4 @@ def load(data_config: Mapping) -> Collection:
             group_columns=tuple(data_config.get("group_columns") or ()),
             metadata_columns=metadata_columns,
         )
-    raise DataError(f"config.data.source must be 'folders' or 'csv', not {kind!r}.")
+    raise DataError(f"config.data.source must be 'folders', 'csv' or 'synthetic', not {kind!r}.")

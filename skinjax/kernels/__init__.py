@@ -1,1 +1,3 @@
-"""Native CPU kernels that XLA:CPU lacks, behind functions that fall back to `jax.lax`."""
+"""The ops models call (`ops`), each in the form the platform being traced runs fastest:
+oneDNN's primitives on CPU (`onednn`, `conv`, `batch_norm`, `pool`), hand-written XLA
+forms (`xla`), or plain `jax.lax`; and FLOP counts that see oneDNN's work (`flops`)."""

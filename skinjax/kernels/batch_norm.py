@@ -5,7 +5,7 @@ they took 30% of a ResNet-50 train step; oneDNN's primitive (the one torch runs 
 reads the input twice and writes the output once forward, reads input and gradient
 twice backward, and is 3-6x faster in bfloat16 on ResNet-50's shapes (docs/benchmarks.md).
 Models call `batch_norm` where `supports` holds (see `onednn.available`), elsewhere
-`skinjax.models.layers.batch_norm_train`, which computes the same values.
+`xla.batch_norm_train`, which computes the same values.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def supports(x: Array, w: Array, feature_group_count: int) -> bool:
     Groups (depthwise convolutions among them) follow from the shapes: an HWIO kernel of
     ``I`` input channels on ``C``-channel activations has ``C / I`` of them; oneDNN 3.2
     has no bfloat16 grouped convolution on NHWC activations, so grouped ones are float32
-    only (`skinjax.models.layers.conv2d` runs bfloat16 ones in float32). The kernel
+    only (`ops.conv2d` runs bfloat16 ones in float32). The kernel
     is in ``x``'s dtype or float32 (a float32 parameter with bfloat16 activations: oneDNN
     casts it as it reorders it, so no cast runs before).
     """

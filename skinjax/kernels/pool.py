@@ -4,7 +4,7 @@ XLA:CPU's `reduce_window` ran ResNet-50's 3x3/2 pool at batch 16 in 45 ms in bfl
 and 12 ms in float32; oneDNN's pooling primitive reads the input once. Training keeps the
 positions of the maxima (oneDNN's workspace), and the gradient goes to those positions,
 the first of tied maxima, as torch's does. Models call `max_pool` where `supports` holds
-(see `onednn.available`), elsewhere `skinjax.models.layers.max_pool`'s XLA form.
+(see `onednn.available`), elsewhere `xla.max_pool`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import Classifier, register
+from skinjax.models.layers import ConvNorm, Layers
+from skinjax.models.registry import PooledClassifier, register
 
 Array = jax.Array
 
@@ -115,7 +115,7 @@ def torch_name(path: str) -> str:
 
 
 @register("densenet121")
-class DenseNet121(Classifier):
+class DenseNet121(PooledClassifier):
     """torchvision's DenseNet-121: backbone, global average pooling, one dense layer."""
 
     cam_layers = ("head",)
@@ -129,9 +129,6 @@ class DenseNet121(Classifier):
     ):
         self.backbone = DenseNetBackbone(layers)
         self.fc = layers.dense(self.backbone.out_features, num_classes)
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        return self.fc(global_average_pool(features["head"])).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

@@ -24,9 +24,8 @@ from skinjax.models.layers import (
     ConvNorm,
     Layers,
     StemStagesHead,
-    global_average_pool,
 )
-from skinjax.models.registry import Classifier, register
+from skinjax.models.registry import PooledClassifier, register
 
 Array = jax.Array
 
@@ -176,7 +175,7 @@ class EfficientNetBackbone(StemStagesHead):
         self.head = ConvNorm(in_features, head_features, 1, activation=act, layers=layers)
 
 
-class EfficientNet(Classifier):
+class EfficientNet(PooledClassifier):
     """EfficientNet classifier: backbone, global average pooling, dropout, dense ('fc')."""
 
     cam_layers = ("head",)
@@ -199,10 +198,6 @@ class EfficientNet(Classifier):
         self.backbone = EfficientNetBackbone(variant, layers)
         self.dropout = nnx.Dropout(variant.dropout, rngs=layers.rngs)
         self.fc = layers.dense(variant.stem_head()[1], num_classes)
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        x = self.dropout(global_average_pool(features["head"]))
-        return self.fc(x).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str:
         return self.variant.torch_name(self, path)

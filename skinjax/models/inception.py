@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool
-from skinjax.models.registry import Classifier, register
+from skinjax.models.layers import ConvNorm, Layers
+from skinjax.models.registry import PooledClassifier, register
 
 Array = jax.Array
 
@@ -252,7 +252,7 @@ def torch_name(path: str) -> str:
 
 
 @register("inception_v3", image_size=299)
-class InceptionV3(Classifier):
+class InceptionV3(PooledClassifier):
     """torchvision's Inception-v3: backbone, global average pooling, dropout, dense ('fc')."""
 
     cam_layers = ("mixed_7c",)
@@ -268,10 +268,6 @@ class InceptionV3(Classifier):
         self.backbone = InceptionBackbone(layers)
         self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
         self.fc = layers.dense(_FEATURES, num_classes)
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        x = self.dropout(global_average_pool(features["mixed_7c"]))
-        return self.fc(x).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

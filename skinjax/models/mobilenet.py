@@ -12,12 +12,11 @@ import dataclasses
 import re
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from skinjax.models import efficientnet
-from skinjax.models.layers import ConvNorm, Layers, StemStagesHead, global_average_pool
-from skinjax.models.registry import Classifier, register
+from skinjax.models.layers import ConvNorm, Layers, StemStagesHead
+from skinjax.models.registry import PooledClassifier, register
 
 Array = jax.Array
 
@@ -79,7 +78,7 @@ _FIXED = {
 
 
 @register("mobilenet_v2")
-class MobileNetV2(Classifier):
+class MobileNetV2(PooledClassifier):
     """torchvision's MobileNetV2 (width 1.0): backbone, global average pooling, dropout, dense."""
 
     cam_layers = ("head",)
@@ -94,10 +93,6 @@ class MobileNetV2(Classifier):
         self.backbone = MobileNetV2Backbone(layers)
         self.dropout = nnx.Dropout(_DROPOUT, rngs=layers.rngs)
         self.fc = layers.dense(_HEAD_FEATURES, num_classes)
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        x = self.dropout(global_average_pool(features["head"]))
-        return self.fc(x).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str:
         """torchvision numbers blocks across stages, and a block's layers within it:

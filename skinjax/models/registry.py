@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import Layers
+from skinjax.models.layers import Layers, global_average_pool
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
 _IMAGE_SIZES: dict[str, int] = {}
@@ -42,6 +42,23 @@ class Classifier(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classify(self.features(x))
+
+
+class PooledClassifier(Classifier):
+    """The head most classifiers share: global average pooling of the ``cam_layers[0]``
+    map, the model's ``dropout`` where it has one, the dense layer ``fc``, float32 logits.
+
+    Subclasses build ``fc`` (and ``dropout``) themselves, in their constructor's order, so
+    parameter names, initial values and imported weights stay as they were.
+    """
+
+    dropout: nnx.Dropout | None = None
+
+    def classify(self, features: dict[str, jax.Array]) -> jax.Array:
+        x = global_average_pool(features[self.cam_layers[0]])
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.fc(x).astype(jnp.float32)
 
 
 def register(

@@ -12,11 +12,11 @@ import re
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from skinjax.models.layers import ConvNorm, Layers, global_average_pool, max_pool
-from skinjax.models.registry import Classifier, register
+from skinjax.kernels import ops
+from skinjax.models.layers import ConvNorm, Layers
+from skinjax.models.registry import PooledClassifier, register
 
 Array = jax.Array
 
@@ -76,7 +76,7 @@ class ResNetBackbone(nnx.Module):
 
     def __call__(self, x: Array) -> dict[str, Array]:
         x = self.stem(x)
-        x = max_pool(x)
+        x = ops.max_pool(x)
         features = {"stage1": x}
         for i, stage in enumerate(self.stages):
             for block in stage:
@@ -107,7 +107,7 @@ def torch_name(path: str) -> str:
     return path
 
 
-class ResNet(Classifier):
+class ResNet(PooledClassifier):
     """ResNet classifier: backbone, global average pooling, one dense layer ('fc').
 
     `width` is the channel count of the stem and first stage (64 in the paper); stages
@@ -130,9 +130,6 @@ class ResNet(Classifier):
             stage_sizes, bottleneck=bottleneck, width=width, layers=layers
         )
         self.fc = layers.dense(self.backbone.out_features, num_classes)
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        return self.fc(global_average_pool(features["stage5"])).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str:
         return torch_name(path)

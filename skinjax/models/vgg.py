@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from skinjax.models.layers import Layers, global_average_pool
-from skinjax.models.registry import Classifier, register
+from skinjax.models.layers import Layers
+from skinjax.models.registry import Classifier, PooledClassifier, register
 
 Array = jax.Array
 
@@ -139,7 +139,7 @@ class VGG16(_VGG):
 
 
 @register("vgg16_gap")
-class VGG16GAP(_VGG):
+class VGG16GAP(_VGG, PooledClassifier):
     """The CAM paper's VGGnet-GAP: conv5_3 without pool5, cam_conv, GAP, dropout, dense."""
 
     cam_layers = ("cam_conv",)
@@ -165,10 +165,6 @@ class VGG16GAP(_VGG):
     def features(self, x: Array) -> dict[str, Array]:
         features = self.backbone(x)
         return {**features, "cam_conv": nnx.relu(self.cam_conv(features["conv5_3"]))}
-
-    def classify(self, features: dict[str, Array]) -> Array:
-        x = self.dropout(global_average_pool(features["cam_conv"]))
-        return self.fc(x).astype(jnp.float32)
 
     def torch_name(self, path: str) -> str | None:
         return torch_name(path)  # None for cam_conv and fc: trained from scratch.

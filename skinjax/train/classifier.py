@@ -40,21 +40,33 @@ class TrainState:
 
 
 @dataclasses.dataclass(frozen=True)
+class Normalization:
+    """uint8 images -> the model's input: ``(x / 255 - mean) / std`` in ``dtype``. Training
+    and every inference of a run use the same one (`build.normalization`)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dtype: jnp.dtype = jnp.float32
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return augment.normalize(images, self.mean, self.std, self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
 class Inference:
     """What prediction closes over: the eval-mode graph, the input normalisation, and
     ``rotations``, the number of quarter turns averaged at test time (4 with flips: all
     eight views of a dermoscopic image, which has no up)."""
 
     graph: nnx.GraphDef
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    dtype: jnp.dtype = jnp.float32
+    normalize: Normalization
     rotations: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class Step:
-    """What a stage's steps close over: graph definitions, optimiser, loss, input prep.
+class StepSetup:
+    """What a stage's train and eval steps close over: graph definitions, optimiser,
+    loss, augmentation and normalisation of the uint8 batch.
 
     ``freeze_backbone`` trains only the head and runs the backbone in inference mode
     (running BatchNorm statistics), as Keras does for a frozen base model; the backbone
@@ -66,15 +78,13 @@ class Step:
     tx: optax.GradientTransformation
     loss: LossFn
     augment: augment.Augment
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    dtype: jnp.dtype = jnp.float32
+    normalize: Normalization
     freeze_backbone: bool = False
     axis_name: str | None = None
 
     @property
     def inference(self) -> Inference:
-        return Inference(self.eval_graph, self.mean, self.std, self.dtype)
+        return Inference(self.eval_graph, self.normalize)
 
     @property
     def trainable(self) -> nnx.filterlib.Filter:
@@ -126,13 +136,13 @@ def model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
     return (batch["metadata"],) if "metadata" in batch else ()
 
 
-def train_step(step: Step, state: TrainState, batch: dict[str, jax.Array]):
+def train_step(step: StepSetup, state: TrainState, batch: dict[str, jax.Array]):
     """One optimisation step on uint8 images; returns the new state and clu metrics."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if step.axis_name is not None:  # a different augmentation on every device
         key = jax.random.fold_in(key, jax.lax.axis_index(step.axis_name))
     images = augment.augment(key, batch["image"], step.augment)
-    images = augment.normalize(images, step.mean, step.std, step.dtype)
+    images = step.normalize(images)
     labels = batch["label"]
     trainable, frozen = split_params(state.params, step.trainable)
 
@@ -187,7 +197,7 @@ def eval_step(inference: Inference, state: TrainState, batch: dict[str, jax.Arra
     """Class probabilities (float32) per example, averaged over the test-time views:
     ``inference.rotations`` quarter turns, each also mirrored when ``flip_tta``."""
     model = nnx.merge(inference.graph, state.params, state.rest)
-    images = augment.normalize(batch["image"], inference.mean, inference.std, inference.dtype)
+    images = inference.normalize(batch["image"])
     views = tta_views(images, inference.rotations, flip_tta)
     extra = model_inputs(batch)
     probs = sum(jax.nn.softmax(model(view, *extra)) for view in views) / len(views)
@@ -204,7 +214,7 @@ def compile_eval(inference: Inference, placement: Placement, *, flip_tta: bool):
 
 def train_inputs(
     model: nnx.Module,
-    step: Step,
+    step: StepSetup,
     placement: Placement,
     batch_size: int,
     image_size: int,
@@ -229,13 +239,13 @@ def train_inputs(
     return state, batch
 
 
-def compile_steps(step: Step, placement: Placement, *, flip_tta: bool):
+def compile_steps(step: StepSetup, placement: Placement, *, flip_tta: bool):
     """The jitted (mesh) or pmapped train and eval functions; the train state is donated."""
     train_fn = functools.partial(train_step, step)
     eval_fn = compile_eval(step.inference, placement, flip_tta=flip_tta)
     if placement.strategy == "pmap":
         if step.axis_name != parallel.AXIS:
-            raise ValueError(f"a pmap Step needs axis_name={parallel.AXIS!r}")
+            raise ValueError(f"a pmap StepSetup needs axis_name={parallel.AXIS!r}")
         pmapped = jax.pmap(
             train_fn, axis_name=parallel.AXIS, donate_argnums=0, devices=placement.devices
         )

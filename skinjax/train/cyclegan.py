@@ -153,7 +153,7 @@ def learning_rate(base: float, total_steps: int, decay_steps: int) -> optax.Sche
 
 
 @dataclasses.dataclass(frozen=True)
-class Step:
+class StepSetup:
     """What the train step closes over: the graph, optimisers, loss weights, input prep."""
 
     graph: nnx.GraphDef
@@ -166,7 +166,7 @@ class Step:
 
 
 def create_train_state(
-    model: CycleGAN, step: Step, *, pool_size: int, image_size: int, seed: int
+    model: CycleGAN, step: StepSetup, *, pool_size: int, image_size: int, seed: int
 ) -> TrainState:
     _, generators, discriminators = nnx.split(model, GENERATORS, nnx.Param)
     pool_shape = (image_size, image_size, 3)
@@ -191,7 +191,7 @@ def to_uint8(images: Array) -> Array:
     return jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5).astype(jnp.uint8)
 
 
-def train_step(step: Step, state: TrainState, batch: dict[str, Array]):
+def train_step(step: StepSetup, state: TrainState, batch: dict[str, Array]):
     """One update of both generators and both discriminators on uint8 images a and b."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     key_a, key_b, key_pool_a, key_pool_b = jax.random.split(key, 4)
@@ -243,7 +243,7 @@ def train_step(step: Step, state: TrainState, batch: dict[str, Array]):
     return new_state, {k: clu_metrics.Average.from_model_output(v) for k, v in scalars.items()}
 
 
-def compile_step(step: Step, placement: parallel.Placement):
+def compile_step(step: StepSetup, placement: parallel.Placement):
     """The jitted train step over the placement's mesh; the train state is donated.
 
     Only the mesh strategy: under pmap each device would keep its own image pool.

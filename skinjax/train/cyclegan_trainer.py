@@ -6,12 +6,11 @@ domain (``domain_a``, ``domain_b``), each with its own grain pipeline; then
 any, and hands the compiled step to `loop.run_steps`, whose evaluate hook writes a PNG
 grid of fixed validation images (input, translation, reconstruction). The validation
 images are never trained on, so images translated from the training split (see
-`skinjax.synthesis`) cannot leak validation content into a classifier's training set.
+`skinjax.apps.synthesis`) cannot leak validation content into a classifier's training set.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import grain
@@ -27,7 +26,7 @@ from skinjax.data import augment, integrity, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection, DataError
 from skinjax.models.cyclegan import CycleGAN
-from skinjax.train import cyclegan, lock, loop
+from skinjax.train import build, cyclegan, lock, loop
 from skinjax.train.checkpoints import Checkpoints, check_workdir
 
 DOMAINS = ("a", "b")
@@ -47,29 +46,29 @@ def build_model(config: ml_collections.ConfigDict) -> CycleGAN:
         generator_width=cfg.generator_width,
         discriminator_width=cfg.discriminator_width,
         discriminator_layers=cfg.discriminator_layers,
-        dtype=loop.compute_dtype(config),
+        dtype=build.compute_dtype(config),
         rngs=nnx.Rngs(config.train.seed),
     )
 
 
 def build_step(
     config: ml_collections.ConfigDict, model: CycleGAN, learning_rate: optax.ScalarOrSchedule
-) -> cyclegan.Step:
+) -> cyclegan.StepSetup:
     # One Adam for both generators and one for both discriminators, as the reference.
     tx = optax.adam(learning_rate, b1=config.optim.b1, b2=config.optim.b2)
-    return cyclegan.Step(
+    return cyclegan.StepSetup(
         graph=nnx.graphdef(model),
         generator_tx=tx,
         discriminator_tx=tx,
         augment=augment.Augment(**config.augment),
         cycle_weight=config.loss.cycle_weight,
         identity_weight=config.loss.identity_weight,
-        dtype=loop.compute_dtype(config),
+        dtype=build.compute_dtype(config),
     )
 
 
 def fresh_state(
-    config: ml_collections.ConfigDict, model: CycleGAN, step: cyclegan.Step
+    config: ml_collections.ConfigDict, model: CycleGAN, step: cyclegan.StepSetup
 ) -> cyclegan.TrainState:
     return cyclegan.create_train_state(
         model,
@@ -99,8 +98,7 @@ def checkpoints(config: ml_collections.ConfigDict, workdir: str) -> Checkpoints:
 
 def restore_generators(workdir: str) -> tuple[ml_collections.ConfigDict, CycleGAN, nnx.State]:
     """The config, model and generator params of a work directory's latest checkpoint."""
-    with open(os.path.join(workdir, loop.CONFIG_FILE)) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = build.load_config(workdir)
     model = build_model(config)
     # Any schedule will do: only the optimiser state's structure matters here.
     step = build_step(config, model, optax.constant_schedule(0.0))
@@ -185,7 +183,7 @@ class Trainer:
         if jax.process_index() == 0:
             integrity.write_skipped(workdir, prepared.skipped)
             sizes = [len(self.domains[d]) for d in DOMAINS]
-            loop.save_run(workdir, config, names.values(), sizes)
+            build.save_run(workdir, config, names.values(), sizes)
 
     def batches(self) -> PairedBatches:
         seed = self.config.train.seed

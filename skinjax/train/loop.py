@@ -9,11 +9,8 @@ device at logging, evaluation and checkpoint steps alone.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,18 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
-from skinjax import losses, metrics, models, parallel
-from skinjax.data import augment, integrity, metadata, pipeline, prepare
+from skinjax import metrics, parallel
+from skinjax.data import integrity, metadata, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.models.with_metadata import WithMetadata
-from skinjax.train import checkpoints, classifier, evaluation, lock, memory, optim
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CONFIG_FILE = "config.json"  # the run's config, for evaluation and export
-RUN_FILE = "run.json"  # classes and training class counts
+from skinjax.train import build, checkpoints, classifier, evaluation, lock, memory, optim
 
 
 @dataclasses.dataclass
@@ -45,96 +36,6 @@ class Progress:
     plateau: dict | None = None
     best: float = -math.inf
     stage_done: bool = False
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-    if config.model.dtype not in DTYPES:
-        raise ValueError(
-            f"config.model.dtype must be one of {list(DTYPES)}, not {config.model.dtype!r}"
-        )
-    return DTYPES[config.model.dtype]
-
-
-def save_run(workdir: str, config: ml_collections.ConfigDict, classes, class_counts) -> None:
-    """What evaluation needs later: the config and the training class counts."""
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, RUN_FILE), "w") as f:
-        json.dump({"classes": list(classes), "class_counts": np.asarray(class_counts).tolist()}, f)
-
-
-def identity(config: ml_collections.ConfigDict, classes) -> dict[str, Any]:
-    """What a checkpoint must match to be restored into this config's model."""
-    return dict(
-        model=config.model.name,
-        num_classes=len(classes),
-        classes=tuple(classes),
-        image_size=config.data.image_size,
-        **({"metadata": True} if config.model.get("metadata", False) else {}),
-    )
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
-    """The config's model; under pmap its BatchNorm averages statistics over devices."""
-    options = dict(config.model.options)
-    if parallel.check_strategy(config.parallel.strategy) == "pmap":
-        options["bn_axis_name"] = parallel.AXIS
-    model = models.build(
-        config.model.name,
-        num_classes,
-        seed=config.train.seed,
-        dtype=compute_dtype(config),
-        **options,
-    )
-    if config.model.pretrained:
-        from skinjax import weights
-
-        weights.load_pretrained(model, config.model.pretrained)
-    encoder = metadata.encoder(config.model, config.data)
-    if encoder is not None:
-        model = WithMetadata(
-            model,
-            metadata_size=encoder.size,
-            num_classes=num_classes,
-            image_size=config.data.image_size,
-            seed=config.train.seed,
-        )
-    return model
-
-
-def build_loss(config: ml_collections.ConfigDict, class_counts: np.ndarray) -> classifier.LossFn:
-    """(logits, labels) -> mean loss, with the config's class weights computed from counts."""
-    cfg = config.loss
-    weights = None
-    if cfg.class_weights != "none":
-        weights = jnp.asarray(
-            losses.class_weights_from_counts(class_counts, kind=cfg.class_weights)
-        )
-    if cfg.name == "cross_entropy":
-        return functools.partial(
-            losses.cross_entropy, label_smoothing=cfg.label_smoothing, class_weights=weights
-        )
-    if cfg.name == "focal":
-        alpha = cfg.focal_alpha if cfg.focal_alpha >= 0 else None
-        return functools.partial(
-            losses.focal_loss, gamma=cfg.focal_gamma, alpha=alpha, class_weights=weights
-        )
-    raise ValueError(f"config.loss.name must be 'cross_entropy' or 'focal', not {cfg.name!r}")
-
-
-def stage_plan(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> list[tuple[str, Any, int]]:
-    """(name, stage config, number of steps) for each stage: stage1, stage2, ... in order."""
-    names = list(config.stages.keys())
-    bad = [n for n in names if not re.fullmatch(r"stage[1-9][0-9]*", n)]
-    if bad or not names:
-        raise ValueError(f"config.stages must be named stage1, stage2, ...; got {names}")
-    names.sort(key=lambda n: int(n[len("stage") :]))
-    return [
-        (n, config.stages[n], max(1, round(config.stages[n].num_epochs * steps_per_epoch)))
-        for n in names
-    ]
 
 
 def writer_and_hooks(workdir: str, total_steps: int, profile: bool = False):
@@ -257,12 +158,11 @@ class Trainer:
         if self.metadata is not None:  # every bad value named before anything compiles
             for part in prepared.parts.values():
                 self.metadata.encode(part)
-        self.model = build_model(config, len(self.classes))
-        self.loss = build_loss(config, self.class_counts)
-        self.augment = augment.Augment(**config.augment)
-        self.plan = stage_plan(config, self.steps_per_epoch)
+        self.model = build.model(config, len(self.classes))
+        self.loss = build.loss(config, self.class_counts)
+        self.plan = build.stage_plan(config, self.steps_per_epoch)
         self.total_steps = sum(n for _, _, n in self.plan)
-        self.identity = identity(config, self.classes)
+        self.identity = build.identity(config, self.classes)
         checkpoints.check_workdir(self.workdir, self.identity)
         self.compiled = self.compile_and_check_memory()
 
@@ -278,7 +178,7 @@ class Trainer:
         )
         if jax.process_index() == 0:
             integrity.write_skipped(self.workdir, self.skipped)
-            save_run(self.workdir, config, self.classes, self.class_counts)
+            build.save_run(self.workdir, config, self.classes, self.class_counts)
 
     # --- pieces -----------------------------------------------------------------
 
@@ -296,20 +196,14 @@ class Trainer:
             )
         )
 
-    def step_for(self, stage: ml_collections.ConfigDict, num_steps: int) -> classifier.Step:
-        train_graph, eval_graph = classifier.graphs(self.model, stage.freeze_backbone)
-        lr = optim.schedule(stage, self.steps_per_epoch, num_steps)
-        return classifier.Step(
-            train_graph=train_graph,
-            eval_graph=eval_graph,
-            tx=optim.optimizer(stage, lr),
-            loss=self.loss,
-            augment=self.augment,
-            mean=tuple(self.config.data.mean),
-            std=tuple(self.config.data.std),
-            dtype=compute_dtype(self.config),
-            freeze_backbone=stage.freeze_backbone,
-            axis_name=parallel.AXIS if self.placement.strategy == "pmap" else None,
+    def step_for(self, stage: ml_collections.ConfigDict, num_steps: int) -> classifier.StepSetup:
+        return build.stage_step(
+            self.config,
+            self.model,
+            stage,
+            loss_fn=self.loss,
+            steps_per_epoch=self.steps_per_epoch,
+            num_steps=num_steps,
         )
 
     def compile_and_check_memory(self) -> dict[str, Any]:
@@ -343,7 +237,7 @@ class Trainer:
             )
         return compiled
 
-    def fresh_state(self, step: classifier.Step) -> classifier.TrainState:
+    def fresh_state(self, step: classifier.StepSetup) -> classifier.TrainState:
         return classifier.create_train_state(
             self.model, step.tx, step.trainable, self.config.train.seed
         )

@@ -23,11 +23,11 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from skinjax import explain, export, isic, trained
+from skinjax.apps import explain, export, isic, report
 from skinjax.data import images
 from skinjax.data.metadata import Encoder
 from skinjax.data.reading import ReadOptions
-from skinjax.train import classifier, report
+from skinjax.train import build, classifier, trained
 
 OVERLAY_SIZE = 256  # smallest side of a Grad-CAM overlay, in pixels
 Metadata = np.ndarray | None  # encoded patient-metadata rows [B, F], for a metadata model
@@ -76,7 +76,7 @@ def from_workdirs(
     members = [report.member(w, rotations=rotations) for w in workdirs]
     runs = [m.run for m in members]
     trained.check_members(runs)
-    config, run_file = trained.load_run(workdirs[0])
+    config, run_file = build.load_run(workdirs[0])
     if reweight is None:
         reweight = config.eval.reweight_by_inverse_frequency
 

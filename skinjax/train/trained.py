@@ -6,15 +6,13 @@ start from.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from skinjax.train import loop
+from skinjax.train import build
 from skinjax.train.checkpoints import Checkpoints
 
 
@@ -32,31 +30,20 @@ class Trained:
         return self.config.data.image_size
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
-    """The run's config and its ``run.json`` (classes, training class counts)."""
-    path = os.path.join(workdir, loop.CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a training work directory?")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(workdir, loop.RUN_FILE)) as f:
-        return config, json.load(f)
-
-
 def load(workdir: str) -> Trained:
     """The best checkpoint (by the run's validation metric) of ``workdir``."""
-    config, run = load_run(workdir)
+    config, run = build.load_run(workdir)
     classes = tuple(run["classes"])
     build_config = ml_collections.ConfigDict(config.to_dict())
     build_config.parallel.strategy = "mesh"  # one host-side model: no pmap BatchNorm axis
     build_config.model.pretrained = ""  # the checkpoint replaces every weight anyway
-    model = loop.build_model(build_config, len(classes))
+    model = build.model(build_config, len(classes))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     checkpoints = Checkpoints(
         workdir,
         keep=1,
         best_metric=config.train.best_metric,
-        identity=loop.identity(config, classes),
+        identity=build.identity(config, classes),
     )
     try:
         restored, meta = checkpoints.restore_best({"params": params, "rest": rest})

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from skinjax import cpu, parallel
+from skinjax import parallel, runtime
 from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.flops import count as count_flops
-from skinjax.train import classifier, loop, memory, optim
+from skinjax.kernels.flops import count as count_flops
+from skinjax.train import build, classifier, memory
 
 
 @dataclasses.dataclass
@@ -133,35 +133,29 @@ class CompiledSteps:
     eval: Callable[[], object]
     train_on: Callable[[Mapping[str, np.ndarray]], object]
     compile_s: float
-    train_flops: float  # per step (`skinjax.flops.count`); 0 under pmap
+    train_flops: float  # per step (`skinjax.kernels.flops.count`); 0 under pmap
     train_memory: memory.StepMemory | None  # XLA's figures; None under pmap
     eval_memory: memory.StepMemory | None
     # The peak resident memory of the process that runs them (this one), and its reset.
-    peak_bytes: Callable[[], int] = cpu.peak_resident_bytes
-    reset_peak: Callable[[], None] = cpu.reset_peak_resident
+    peak_bytes: Callable[[], int] = runtime.peak_resident_bytes
+    reset_peak: Callable[[], None] = runtime.reset_peak_resident
 
 
 def build_step(
     config: ml_collections.ConfigDict, stage: str, num_classes: int
-) -> tuple[parallel.Placement, Any, classifier.Step]:
-    """The placement, model and `classifier.Step` of ``config.stages[stage]``."""
-    placement = parallel.Placement(config.parallel.strategy)
-    model = loop.build_model(config, num_classes)
-    stage = config.stages[stage]
-    train_graph, eval_graph = classifier.graphs(model, stage.freeze_backbone)
-    step = classifier.Step(
-        train_graph=train_graph,
-        eval_graph=eval_graph,
-        tx=optim.optimizer(stage, optim.schedule(stage, 100, 1000)),
-        loss=loop.build_loss(config, np.ones(num_classes)),
-        augment=augment.Augment(**config.augment),
-        mean=tuple(config.data.mean),
-        std=tuple(config.data.std),
-        dtype=loop.compute_dtype(config),
-        freeze_backbone=stage.freeze_backbone,
-        axis_name=parallel.AXIS if placement.strategy == "pmap" else None,
+) -> tuple[parallel.Placement, Any, classifier.StepSetup]:
+    """The placement, model and `classifier.StepSetup` of ``config.stages[stage]``, built as
+    training builds them (`build.stage_step`; any schedule: it does not change the cost)."""
+    model = build.model(config, num_classes)
+    step = build.stage_step(
+        config,
+        model,
+        config.stages[stage],
+        loss_fn=build.loss(config, np.ones(num_classes)),
+        steps_per_epoch=100,
+        num_steps=1000,
     )
-    return placement, model, step
+    return parallel.Placement(config.parallel.strategy), model, step
 
 
 def train_step_memory(

@@ -17,12 +17,13 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from skinjax import isic, metrics, parallel, plots, trained
+from skinjax import metrics, parallel, plots
+from skinjax.apps import isic
 from skinjax.data import metadata, near_duplicates, prepare, sources
 from skinjax.data.metadata import Encoder
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import classifier, evaluation, loop
+from skinjax.train import build, classifier, evaluation, trained
 
 
 def inference_state(
@@ -31,13 +32,7 @@ def inference_state(
     """The run's model as `classifier.eval_step` takes it, averaging ``rotations`` quarter
     turns at test time."""
     graph, params, rest = nnx.split(run.model, nnx.Param, ...)
-    inference = classifier.Inference(
-        graph,
-        mean=tuple(run.config.data.mean),
-        std=tuple(run.config.data.std),
-        dtype=loop.compute_dtype(run.config),
-        rotations=rotations,
-    )
+    inference = build.inference(run.config, graph, rotations=rotations)
     state = classifier.TrainState(
         step=np.int32(0),
         params=params,
@@ -90,7 +85,7 @@ def predict_workdir(
 
 def member_summary(workdir: str) -> dict:
     """What a metrics file or model card records of an ensemble member."""
-    config, _ = trained.load_run(workdir)
+    config, _ = build.load_run(workdir)
     return {
         "workdir": os.path.abspath(workdir),
         "model": config.model.name,
@@ -127,7 +122,7 @@ def evaluate(
     """
     weights = trained.ensemble_weights(workdirs, weights)
     classifier.check_rotations(rotations)
-    config, run = trained.load_run(workdirs[0])
+    config, run = build.load_run(workdirs[0])
     training_data = config.data.to_dict()
     if data_overrides:
         config.data.update(data_overrides)

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from skinjax import explain
-from skinjax.data import augment, images, pipeline, prepare
+from skinjax.apps import explain
+from skinjax.data import images, pipeline, prepare
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
-from skinjax.train import loop
-from skinjax.trained import Trained
+from skinjax.train import build
+from skinjax.train.trained import Trained
 
 CSV_FILE = "labels.csv"
 _BOX_FIELDS = tuple(f.name for f in dataclasses.fields(explain.Box))
@@ -53,14 +53,13 @@ def boxes(run: Trained, collection: Collection, settings: Mapping[str, Any]) -> 
     """The crop box of every image of ``collection``, in order, from the run's model."""
     data = run.config.data
     method = explain.cam if settings["method"] == "cam" else explain.grad_cam
-    dtype = loop.compute_dtype(run.config)
+    normalize = build.normalization(run.config)
     batches = pipeline.eval_dataset(
         collection, ReadOptions.from_config(data), batch_size=run.config.eval.batch_size
     )
     found: dict[int, explain.Box] = {}
     for batch in batches:
-        normalised = augment.normalize(batch["image"], tuple(data.mean), tuple(data.std), dtype)
-        maps = method(run.model, normalised, layer=settings["layer"] or None)
+        maps = method(run.model, normalize(batch["image"]), layer=settings["layer"] or None)
         for index, heatmap in zip(batch["index"], np.asarray(maps.heatmaps), strict=True):
             if index >= 0:  # not padding
                 found[int(index)] = explain.crop_box(

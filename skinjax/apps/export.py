@@ -62,13 +62,12 @@ from jax import lax
 from jax.extend import core as jax_core
 from safetensors import numpy as safetensors_numpy
 
-from skinjax import explain, flops, trained
-from skinjax.data import augment
+from skinjax.apps import explain
 from skinjax.data import metadata as patient_metadata
 from skinjax.data.metadata import Encoder
-from skinjax.kernels import onednn
+from skinjax.kernels import flops, onednn
 from skinjax.models.with_metadata import WithMetadata
-from skinjax.train import loop
+from skinjax.train import build, trained
 
 STABLEHLO = "model.stablehlo"
 GRADCAM = "gradcam.stablehlo"
@@ -99,12 +98,11 @@ def _member(run: trained.Trained, uses_metadata: bool):
     """The run's (logits, Grad-CAM of given targets) on uint8 images, ignoring the metadata
     input unless its model has the branch."""
     graph, state = nnx.split(run.model)
-    mean, std = tuple(run.config.data.mean), tuple(run.config.data.std)
-    dtype = loop.compute_dtype(run.config)
+    normalize = build.normalization(run.config)
     layer = run.model.cam_layers[0]
 
     def inputs(images: Array, metadata: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...]]:
-        return augment.normalize(images, mean, std, dtype), metadata if uses_metadata else ()
+        return normalize(images), metadata if uses_metadata else ()
 
     def logits(images: Array, *metadata: Array) -> Array:
         x, extra = inputs(images, metadata)
@@ -512,7 +510,7 @@ def _card(
             "weights": WEIGHTS,
         },
         "checksums": {f: _checksum(os.path.join(out_dir, f)) for f in written},
-        "forward_flops_per_image": forward_flops,  # `skinjax.flops.count`
+        "forward_flops_per_image": forward_flops,  # `skinjax.kernels.flops.count`
         "gradcam_layer": run.model.cam_layers[0],
         "platforms": list(platforms),
         "export_check": {
@@ -525,7 +523,7 @@ def _card(
         # scripts/predict.py --artifact does both, from here.
         "validation_flip_tta": bool(config.eval.flip_tta),
         "reweight_by_inverse_frequency": bool(config.eval.reweight_by_inverse_frequency),
-        "class_counts": trained.load_run(run.workdir)[1]["class_counts"],
+        "class_counts": build.load_run(run.workdir)[1]["class_counts"],
         "source": {
             "workdir": os.path.abspath(run.workdir),
             "checkpoint_step": run.step,

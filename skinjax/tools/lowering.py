@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
-from skinjax import benchmark
 from skinjax.kernels import platform
-from skinjax.train import classifier, loop
+from skinjax.tools import benchmark
+from skinjax.train import build, classifier
 
 PLATFORMS = ("cuda", "tpu")
 # Substrings of custom-call targets that are CPU-only or a solver library's.
@@ -48,7 +48,7 @@ def export_steps(
     config.model.pretrained = ""
     exported = {}
     with platform.tracing_for(platforms[0]):
-        for stage, _, _ in loop.stage_plan(config, steps_per_epoch=1):
+        for stage, _, _ in build.stage_plan(config, steps_per_epoch=1):
             placement, model, step = benchmark.build_step(config, stage, num_classes)
             state, batch = classifier.train_inputs(
                 model, step, placement, batch_size, config.data.image_size
@@ -87,7 +87,7 @@ def forbidden(census: dict) -> list[str]:
 
 
 def config_census(
-    config: ml_collections.ConfigDict, dtypes: Sequence[str] = tuple(loop.DTYPES), **kwargs
+    config: ml_collections.ConfigDict, dtypes: Sequence[str] = tuple(build.DTYPES), **kwargs
 ) -> dict[str, dict]:
     """``{"float32/cuda/stage1/train": census, ...}``: `export_steps` in each of ``dtypes``."""
     result = {}

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from skinjax import cpu
+from skinjax import runtime
 
 # skinjax models without a torchvision twin, and the closest torchvision model.
 CLOSEST = {
@@ -48,9 +48,9 @@ class Steps:
     train: Callable[[], None]
     eval: Callable[[], None]
     close: Callable[[], None] = lambda: None  # ends the process that runs them, if any
-    # The peak resident memory of the process that runs them, and its reset (`skinjax.cpu`).
-    peak_bytes: Callable[[], int] = cpu.peak_resident_bytes
-    reset_peak: Callable[[], None] = cpu.reset_peak_resident
+    # The peak resident memory of the process that runs them, and its reset (`skinjax.runtime`).
+    peak_bytes: Callable[[], int] = runtime.peak_resident_bytes
+    reset_peak: Callable[[], None] = runtime.reset_peak_resident
 
 
 def steps(
@@ -123,7 +123,7 @@ def in_subprocess(model_name: str, **kwargs) -> Steps:
     # shared the cores; waiting passively is its best setting there.
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     child = subprocess.Popen(
-        [sys.executable, "-m", "skinjax.torch_peer", json.dumps([model_name, kwargs])],
+        [sys.executable, "-m", "skinjax.tools.torch_peer", json.dumps([model_name, kwargs])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -168,7 +168,7 @@ def _serve(model_name: str, kwargs: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    cpu.keep_freed_memory()  # the process setting skinjax's benchmark process has
+    runtime.keep_freed_memory()  # the process setting skinjax's benchmark process has
     try:
         peer = steps(model_name, **kwargs)
     except Exception as e:  # reported to the parent, which raises it
@@ -178,8 +178,8 @@ def _serve(model_name: str, kwargs: dict) -> None:
     run = {
         "train": peer.train,
         "eval": peer.eval,
-        "peak": lambda: {"bytes": cpu.peak_resident_bytes()},
-        "reset_peak": cpu.reset_peak_resident,
+        "peak": lambda: {"bytes": runtime.peak_resident_bytes()},
+        "reset_peak": runtime.reset_peak_resident,
     }
     for line in sys.stdin:
         try:

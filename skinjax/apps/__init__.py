@@ -1,0 +1,1 @@
+"""Applications built on the library: predict, explain, export, CAM crops, synthesis, reports."""

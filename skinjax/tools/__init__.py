@@ -1,0 +1,1 @@
+"""Developer tools: throughput benchmarks, the PyTorch peer they compare with, scalars."""
