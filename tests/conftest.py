@@ -73,6 +73,17 @@ def small_folder(tmp_path) -> pathlib.Path:
 
 
 @pytest.fixture
+def real_small_folder(tmp_path, isic2020) -> pathlib.Path:
+    """The first 12 real ISIC 2020 images per class, linked, not copied."""
+    root = tmp_path / "real_small"
+    for name in ("benign", "malignant"):
+        (root / name).mkdir(parents=True)
+        for f in sorted(os.listdir(isic2020 / name))[:12]:
+            (root / name / f).symlink_to(isic2020 / name / f)
+    return root
+
+
+@pytest.fixture
 def small_csv(tmp_path) -> pathlib.Path:
     """`synthetic_csv`: an image folder and a labels CSV with a published split."""
     return synthetic_csv(tmp_path / "small_csv")

@@ -1,5 +1,6 @@
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +151,7 @@ def test_an_id_on_two_rows_must_name_one_file_with_one_label(tmp_path, rows, mes
 
 
 def test_two_files_of_one_name_in_a_class_folder_are_refused(small_folder):
+    shutil.copy(sorted((small_folder / "benign").iterdir())[0], small_folder / "benign" / "100.jpg")
     Image.new("RGB", (64, 64)).save(small_folder / "benign" / "100.png")  # beside 100.jpg
     with pytest.raises(DataError, match=r"files \['100.jpg', '100.png'\] share a name"):
         sources.from_folders(str(small_folder))

@@ -33,13 +33,13 @@ def isic2017_subset(tmp_path, isic2017):
     return root
 
 
-def test_folder_collection_round_trip(small_folder, tmp_path):
-    builder = tfds_isic.build("isic2020_part", str(small_folder), str(tmp_path / "tfds"))
+def test_folder_collection_round_trip(real_small_folder, tmp_path):
+    builder = tfds_isic.build("isic2020_part", str(real_small_folder), str(tmp_path / "tfds"))
     assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
     assert builder.info.features["label"].names == ["benign", "malignant"]
     assert list(builder.info.splits) == ["train"]
 
-    collection = sources.from_folders(str(small_folder))
+    collection = sources.from_folders(str(real_small_folder))
     position = {id_: i for i, id_ in enumerate(collection.ids)}
     records = tfds_isic.data_source("isic2020_part", "train", str(tmp_path / "tfds"))
     ids = [r["id"].decode() for r in records]
