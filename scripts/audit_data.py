@@ -12,6 +12,11 @@ confirmed pairs (OUT/near_pairs.png) and of pairs just below the threshold
 (OUT/borderline_pairs.png).
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 import os
 import time
 

@@ -17,6 +17,11 @@ traced with XLA's own convolutions and BatchNorm instead of oneDNN's
 (kernels.onednn.disabled), in the same rounds. Prints JSON lines and markdown tables.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 import dataclasses
 import json
 import os
@@ -25,7 +30,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
-from skinjax import cli, runtime
+from skinjax import cli, host_memory
 from skinjax.data import augment, pipeline, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
@@ -224,8 +229,8 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     "batch_size": batch,
                     "threads": threads,
                     "load_average": os.getloadavg()[0],
-                    "keep_freed_memory": runtime.keeps_freed_memory(),
-                    "huge_pages": runtime.uses_huge_pages(),
+                    "keep_freed_memory": host_memory.keeps_freed_memory(),
+                    "huge_pages": host_memory.uses_huge_pages(),
                 }
                 train_s = t["skinjax train"].median_s
                 xla = {

@@ -12,6 +12,11 @@ their defaults keep the run's values). Then train on the crops:
         --config.data.dir=runs/cam_crop/crops
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 import os
 
 from absl import flags, logging

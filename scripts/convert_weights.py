@@ -11,6 +11,11 @@ the checkpoints pip packages ship (`skinjax.weights.PACKAGED`, named by package)
 Training then restores the backbone with `skinjax.weights.load_backbone` without torch.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags, logging
 
 from skinjax import cli, weights

@@ -11,6 +11,11 @@ validation on another collection laid out the same way (fields left at their def
 keep the training run's values).
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags
 from ml_collections import config_flags
 

@@ -15,6 +15,11 @@ the live model (logits within --tolerance at batch sizes 1 and 5), or nothing is
 written. A non-empty A is refused unless --overwrite, which replaces it whole.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags
 
 from skinjax import cli

@@ -7,6 +7,11 @@ Any scalar a run logged can be named (`train/loss`, `val/roc_auc`, `steps_per_se
 a run that did not log a metric is left out of its panel.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 import os
 
 from absl import app, flags

@@ -8,6 +8,11 @@ nor scan them again.
         --config.data.source=prepared --config.data.dir=/data/isic2020-64px
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags, logging
 from ml_collections import config_flags
 

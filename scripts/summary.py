@@ -7,6 +7,11 @@ are XLA's count of the eval-mode forward pass (a multiply-add counts two), which
 kernels run (`skinjax.kernels.flops`).
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags
 from clu import parameter_overview
 from flax import nnx

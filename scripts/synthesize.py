@@ -11,6 +11,11 @@ OUT/labels.csv lists the synthetic images alone. Every CSV has the columns id, p
 label, split, synthetic (0/1) and source.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from absl import flags, logging
 
 from skinjax import cli

@@ -7,6 +7,11 @@ Rerunning the same command in the same work directory resumes exactly where the 
 checkpoint stopped. On several hosts, run it on every host with --multihost.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_huge_pages()
+
 from skinjax import cli
 from skinjax.train import loop
 

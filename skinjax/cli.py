@@ -23,7 +23,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skinjax import runtime
+from skinjax import host_memory, runtime
 
 
 def _field_error(error: BaseException, argv: Sequence[str]) -> str | None:
@@ -91,9 +91,10 @@ def train(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -
 
 def run(main: Callable[[list[str]], int | None]) -> None:
     """`absl.app.run` for a script's ``main``: restarts the process with malloc on huge
-    pages (`runtime.restart_with_huge_pages`), parses flags, sets the process up
+    pages (`host_memory.restart_with_huge_pages`, unless the script did so before its
+    imports, where it costs less), parses flags, sets the process up
     (`runtime.start`: ``--multihost`` and the rest), runs, exits with its status."""
-    runtime.restart_with_huge_pages()
+    host_memory.restart_with_huge_pages()
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from skinjax import parallel, runtime
+from skinjax import host_memory, parallel
 from skinjax.data import augment, pipeline
 from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
@@ -137,8 +137,8 @@ class CompiledSteps:
     train_memory: memory.StepMemory | None  # XLA's figures; None under pmap
     eval_memory: memory.StepMemory | None
     # The peak resident memory of the process that runs them (this one), and its reset.
-    peak_bytes: Callable[[], int] = runtime.peak_resident_bytes
-    reset_peak: Callable[[], None] = runtime.reset_peak_resident
+    peak_bytes: Callable[[], int] = host_memory.peak_resident_bytes
+    reset_peak: Callable[[], None] = host_memory.reset_peak_resident
 
 
 def build_step(

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from skinjax import runtime
+from skinjax import host_memory
 
 # skinjax models without a torchvision twin, and the closest torchvision model.
 CLOSEST = {
@@ -48,9 +48,9 @@ class Steps:
     train: Callable[[], None]
     eval: Callable[[], None]
     close: Callable[[], None] = lambda: None  # ends the process that runs them, if any
-    # The peak resident memory of the process that runs them, and its reset (`skinjax.runtime`).
-    peak_bytes: Callable[[], int] = runtime.peak_resident_bytes
-    reset_peak: Callable[[], None] = runtime.reset_peak_resident
+    # The peak resident memory of the process that runs them, and its reset (`skinjax.host_memory`).
+    peak_bytes: Callable[[], int] = host_memory.peak_resident_bytes
+    reset_peak: Callable[[], None] = host_memory.reset_peak_resident
 
 
 def steps(
@@ -168,7 +168,7 @@ def _serve(model_name: str, kwargs: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    runtime.keep_freed_memory()  # the process setting skinjax's benchmark process has
+    host_memory.keep_freed_memory()  # the process setting skinjax's benchmark process has
     try:
         peer = steps(model_name, **kwargs)
     except Exception as e:  # reported to the parent, which raises it
@@ -178,8 +178,8 @@ def _serve(model_name: str, kwargs: dict) -> None:
     run = {
         "train": peer.train,
         "eval": peer.eval,
-        "peak": lambda: {"bytes": runtime.peak_resident_bytes()},
-        "reset_peak": runtime.reset_peak_resident,
+        "peak": lambda: {"bytes": host_memory.peak_resident_bytes()},
+        "reset_peak": host_memory.reset_peak_resident,
     }
     for line in sys.stdin:
         try:
