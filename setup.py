@@ -1,4 +1,5 @@
-"""Builds the optional oneDNN kernels (convolution, BatchNorm, max pool); the rest: pyproject.toml.
+"""Builds the optional oneDNN kernels (convolution, BatchNorm, max pool) and, on Linux, the
+block cache that scripts preload into malloc (`skinjax/block_cache.c`); the rest: pyproject.toml.
 
 The extension compiles against the XLA FFI headers that jaxlib ships and the oneDNN
 headers of the onednn-devel-cpu-gomp wheel (both build requirements on x86-64 Linux).
@@ -9,6 +10,7 @@ models use XLA's convolutions and fusions.
 import importlib.metadata
 import importlib.util
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -44,6 +46,16 @@ if include_dirs:
             include_dirs=include_dirs,
             language="c++",
             extra_compile_args=["-std=c++17", "-Wno-return-type", "-Wno-sign-compare"],
+            optional=True,
+        )
+    )
+if sys.platform.startswith("linux"):
+    # A plain shared library for LD_PRELOAD (`skinjax.host_memory`), never imported.
+    extensions.append(
+        Extension(
+            "skinjax._block_cache",
+            sources=["skinjax/block_cache.c"],
+            extra_compile_args=["-O2"],
             optional=True,
         )
     )

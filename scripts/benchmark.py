@@ -20,7 +20,7 @@ traced with XLA's own convolutions and BatchNorm instead of oneDNN's
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 import dataclasses
 import json
@@ -231,6 +231,7 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     "load_average": os.getloadavg()[0],
                     "keep_freed_memory": host_memory.keeps_freed_memory(),
                     "huge_pages": host_memory.uses_huge_pages(),
+                    "block_cache": host_memory.uses_block_cache(),
                 }
                 train_s = t["skinjax train"].median_s
                 xla = {

@@ -15,7 +15,7 @@ their defaults keep the run's values). Then train on the crops:
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 import os
 

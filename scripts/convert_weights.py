@@ -14,7 +14,7 @@ Training then restores the backbone with `skinjax.weights.load_backbone` without
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from absl import flags, logging
 

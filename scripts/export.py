@@ -18,7 +18,7 @@ written. A non-empty A is refused unless --overwrite, which replaces it whole.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from absl import flags
 

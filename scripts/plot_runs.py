@@ -10,7 +10,7 @@ a run that did not log a metric is left out of its panel.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 import os
 

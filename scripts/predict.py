@@ -26,7 +26,7 @@ and the others still run; the exit status is then 1. A folder with no files is a
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 import sys
 

@@ -11,7 +11,7 @@ nor scan them again.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from absl import flags, logging
 from ml_collections import config_flags

@@ -14,7 +14,7 @@ label, split, synthetic (0/1) and source.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from absl import flags, logging
 

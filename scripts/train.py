@@ -10,7 +10,7 @@ checkpoint stopped. On several hosts, run it on every host with --multihost.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from skinjax import cli
 from skinjax.train import loop

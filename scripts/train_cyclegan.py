@@ -11,7 +11,7 @@ are written to WORKDIR/samples every ``config.train.sample_every_steps`` steps.
 from skinjax import host_memory
 
 if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
 
 from skinjax import cli
 from skinjax.train import cyclegan_trainer

@@ -90,11 +90,11 @@ def train(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-    """`absl.app.run` for a script's ``main``: restarts the process with malloc on huge
-    pages (`host_memory.restart_with_huge_pages`, unless the script did so before its
+    """`absl.app.run` for a script's ``main``: restarts the process with malloc's faster
+    settings (`host_memory.restart_with_fast_malloc`, unless the script did so before its
     imports, where it costs less), parses flags, sets the process up
     (`runtime.start`: ``--multihost`` and the rest), runs, exits with its status."""
-    host_memory.restart_with_huge_pages()
+    host_memory.restart_with_fast_malloc()
     app.run(functools.partial(_guarded, main), flags_parser=_parse_flags)
 
 

@@ -1,7 +1,7 @@
 """How this process uses host memory: glibc malloc's settings for XLA:CPU, and its peak.
 
-Standard library only, so an entry point can restart itself with huge pages
-(`restart_with_huge_pages`) as its first statement, before it imports JAX: the restart
+Standard library only, so an entry point can restart itself with faster malloc settings
+(`restart_with_fast_malloc`) as its first statement, before it imports JAX: the restart
 then costs a Python start-up, not a second JAX import.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import sys
 
@@ -41,24 +42,52 @@ def uses_huge_pages() -> bool:
     return _HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
 
 
-def restart_with_huge_pages() -> None:
-    """Re-executes this process with glibc's malloc backing its large blocks with 2 MiB
-    transparent huge pages, unless it already does, cannot, or ``SKINJAX_HUGE_PAGES=0``.
+def block_cache_library() -> str | None:
+    """The path of the built block cache (``skinjax/block_cache.c``), or None where the
+    install built none (not Linux, no C compiler)."""
+    spec = importlib.util.find_spec("skinjax._block_cache")
+    return spec.origin if spec is not None else None
+
+
+def uses_block_cache() -> bool:
+    """Whether the block cache is loaded in this process (not only asked for)."""
+    library = block_cache_library()
+    if library is None:
+        return False
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(os.path.realpath(library)) for line in f)
+
+
+def restart_with_fast_malloc() -> None:
+    """Re-executes this process so that XLA's per-step temporaries cost fewer page faults:
+    glibc's malloc backs its large blocks with 2 MiB transparent huge pages (by default;
+    ``SKINJAX_HUGE_PAGES=0`` opts out), and where ``SKINJAX_BLOCK_CACHE=1`` asks, the
+    block cache (``skinjax/block_cache.c``, preloaded) hands a freed block of 64 MiB or
+    more to the next request of its size. Does nothing where all is in effect already.
 
     XLA:CPU allocates a step's temporaries afresh on every call (2.4 GiB for the
     EfficientNet-Lite0 train step at batch 32, 224 px); glibc maps them with mmap and
     unmaps them on free, so each step faults them in again, 4 KiB at a time: 620,000
-    page faults and 2 s of kernel time per Lite0 step on 2 cores. On 2 MiB pages the
-    same step takes 1,800 faults and trains 1.8x faster in the same peak memory
-    (docs/benchmarks.md). glibc reads the setting only when a process starts, hence
-    the re-exec: call it first thing in an entry point (it costs one more start-up).
+    page faults and 2 s of kernel time per Lite0 step on 2 cores. Huge pages cut that to
+    1,800 faults in the same peak memory; the block cache to none, but XLA asks for the
+    next step's block before it frees the last one's, so the cache holds two: one more
+    step's temporaries of peak memory (docs/benchmarks.md), hence opt-in. glibc reads
+    both settings only when a process starts, hence the re-exec: call it first thing in
+    an entry point, before other imports.
     """
-    if os.environ.get("SKINJAX_HUGE_PAGES", "1") == "0" or uses_huge_pages():
+    current_tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    current_preload = os.environ.get("LD_PRELOAD", "").split()
+    tunables, preload = list(current_tunables), list(current_preload)
+    wants_huge_pages = os.environ.get("SKINJAX_HUGE_PAGES", "1") != "0" and huge_pages_possible()
+    if wants_huge_pages and _HUGE_PAGES_TUNABLE not in tunables:
+        tunables.append(_HUGE_PAGES_TUNABLE)
+    library = block_cache_library()
+    if os.environ.get("SKINJAX_BLOCK_CACHE", "0") == "1" and library not in (None, *preload):
+        preload.append(library)
+    if (tunables, preload) == (current_tunables, current_preload):
         return
-    if not huge_pages_possible():
-        return
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, _HUGE_PAGES_TUNABLE]))
+    os.environ["GLIBC_TUNABLES"] = ":".join(tunables)
+    os.environ["LD_PRELOAD"] = " ".join(preload)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
