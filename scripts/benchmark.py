@@ -5,6 +5,9 @@ r"""Throughput of a config's model: train and eval steps, input pipeline, augmen
         [--compare torch] [--torch_variants eager,channels_last,compile] \
         [--plot throughput.png] [--input] [--repeats 5] [--jsonl results.jsonl] \
         [--xla_kernels]
+    python scripts/benchmark.py --config configs/smoke.py --input_only --workers 0,1,2 \
+        --config.data.source=prepared --config.data.dir=/data/isic-224px \
+        --config.data.image_size=224 --config.data.read_threads=1 --batch_sizes 32
 
 The steps run on synthetic batches (no data needed): they are the same compiled
 train_step and eval_step as training. --compare torch times torchvision's twin of the
@@ -14,7 +17,9 @@ on the config's data directory against a plain single-process Pillow loop, the
 on-device augmentation per batch, and the train step fed by that pipeline as the loop
 feeds it (end to end) against the step alone. --xla_kernels also times skinjax's steps
 traced with XLA's own convolutions and BatchNorm instead of oneDNN's
-(kernels.onednn.disabled), in the same rounds. Prints JSON lines and markdown tables.
+(kernels.onednn.disabled), in the same rounds. --input_only times the grain pipeline
+alone (no model), on the collection or, with config.data.source='prepared', on the
+training split of its prepared copy. Prints JSON lines and markdown tables.
 """
 
 from skinjax import host_memory
@@ -31,7 +36,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from skinjax import cli, host_memory
-from skinjax.data import augment, pipeline, sources
+from skinjax.data import augment, pipeline, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
 from skinjax.tools import benchmark
@@ -43,6 +48,9 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes."
 _STRATEGIES = flags.DEFINE_list("strategies", ["mesh"], "Parallel strategies: mesh, pmap.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per measurement (median).")
 _INPUT = flags.DEFINE_bool("input", False, "Also measure the input pipeline and augmentation.")
+_INPUT_ONLY = flags.DEFINE_bool(
+    "input_only", False, "Only measure the grain pipeline (config.data.read_threads, --workers)."
+)
 _WORKERS = flags.DEFINE_list("workers", ["0", "2"], "grain worker processes to try (--input).")
 _STAGE = flags.DEFINE_string("stage", "", "Config stage whose step to time (default: the last).")
 _JSONL = flags.DEFINE_string("jsonl", None, "Append results as JSON lines to this file.")
@@ -71,21 +79,18 @@ def _emit(record: dict, rows: list[dict]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def _input_benchmarks(config, collection, rows: list[dict]) -> None:
+def _input_collection(config):
+    """The training split of a prepared copy (read as training reads it), else the
+    collection's files as listed (no scan: a first scan of full-size files takes minutes)."""
+    if config.data.source == "prepared":
+        return prepare.prepare(config.data).parts["train"]
+    return sources.load(config.data)
+
+
+def _pipeline_benchmarks(config, collection, rows: list[dict]) -> None:
     size, batch = config.data.image_size, int(_BATCH_SIZES.value[0])
-    _emit(
-        {
-            "kind": "input",
-            "method": "pil_single_process",
-            "image_size": size,
-            "images_per_s": benchmark.pil_loop_throughput(
-                collection, image_size=size, num_images=20 * batch
-            ),
-        },
-        rows,
-    )
     for workers in map(int, _WORKERS.value):
-        ips = benchmark.pipeline_throughput(
+        ips, per_cpu_s = benchmark.pipeline_throughput(
             collection,
             batch_size=batch,
             image_size=size,
@@ -99,9 +104,26 @@ def _input_benchmarks(config, collection, rows: list[dict]) -> None:
                 "method": f"grain workers={workers} threads={config.data.read_threads}",
                 "image_size": size,
                 "images_per_s": ips,
+                "images_per_cpu_s": per_cpu_s if workers == 0 else None,
             },
             rows,
         )
+
+
+def _input_benchmarks(config, collection, rows: list[dict]) -> None:
+    size, batch = config.data.image_size, int(_BATCH_SIZES.value[0])
+    _emit(
+        {
+            "kind": "input",
+            "method": "pil_single_process",
+            "image_size": size,
+            "images_per_s": benchmark.pil_loop_throughput(
+                collection, image_size=size, num_images=20 * batch
+            ),
+        },
+        rows,
+    )
+    _pipeline_benchmarks(config, collection, rows)
     aug = augment.Augment(**config.augment)
     seconds = benchmark.augment_cost(aug, batch, size)
     _emit(
@@ -333,6 +355,9 @@ def main(argv):
     rows: list[dict] = []
     if _MAX_BATCH.value:
         _max_batch(config, rows)
+        return
+    if _INPUT_ONLY.value:
+        _pipeline_benchmarks(config, _input_collection(config), rows)
         return
     peak = benchmark.matmul_peak_gflops()
     _emit(

@@ -3,8 +3,10 @@
 JPEGs (nearly every dermoscopy collection) go through libjpeg-turbo via simplejpeg,
 which also downscales in the DCT when the file is much larger than the target, so that
 a 6000x4000 ISIC original costs little more to read than a thumbnail. Other formats
-fall back to Pillow. Anything that is not a clean RGB image raises `ImageError`
-naming the file and the fix; nothing is silently converted unless asked.
+fall back to Pillow; raw pixels in a prepared copy's ArrayRecord file
+(`skinjax.data.records`) are read by their record's name. Anything that is not a clean
+RGB image raises `ImageError` naming the file and the fix; nothing is silently converted
+unless asked.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from skinjax.data import records
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_PREPARE_AGAIN = "Prepare the copy again (scripts/prepare_data.py)."
 
 
 class ImageError(ValueError):
@@ -78,6 +83,20 @@ def _decode_other(
         ) from e
 
 
+def _decode_raw(data: bytes, path: str, min_side: int) -> np.ndarray:
+    try:
+        image = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        raise ImageError(f"{path}: corrupt raw-pixel record ({e}). {_PREPARE_AGAIN}") from e
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(
+            f"{path}: raw-pixel record holds {image.dtype} {image.shape}, not HxWx3 uint8. "
+            + _PREPARE_AGAIN
+        )
+    _check_side(path, image.shape[1], image.shape[0], min_side)
+    return image
+
+
 def decode(
     data: bytes,
     path: str,
@@ -92,6 +111,8 @@ def decode(
     """
     if data.startswith(_JPEG_MAGIC):
         return _decode_jpeg(data, path, min_size, convert_to_rgb, min_side)
+    if data.startswith(records.NPY_MAGIC):
+        return _decode_raw(data, path, min_side)
     return _decode_other(data, path, min_size, convert_to_rgb, min_side)
 
 
@@ -103,11 +124,17 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_file(path: str) -> bytes:
+    """The file's bytes, or the record's when ``path`` names one (`records.ref`)."""
+    record = records.parse(path)
     try:
+        if record:
+            return records.read(*record)
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror}).") from e
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or e}).") from e
+    except (RuntimeError, ValueError) as e:  # riegeli's hash checks; no such record
+        raise ImageError(f"{path}: unreadable record ({e}). {_PREPARE_AGAIN}") from e
 
 
 def load(path: str, size: int, *, convert_to_rgb: bool = False, min_side: int = 0) -> np.ndarray:

@@ -75,18 +75,21 @@ def pipeline_throughput(
     worker_count: int,
     read_threads: int,
     num_batches: int,
-) -> float:
-    """Images/s of read + decode + resize + batch, from the training pipeline itself."""
+) -> tuple[float, float]:
+    """Images/s of read + decode + resize + batch, from the training pipeline itself, and
+    images per CPU second of this process (a core's rate even when other jobs share the
+    cores; it misses worker processes' work, so only means that with ``worker_count=0``)."""
     read = ReadOptions.from_config(
         {"image_size": image_size, "worker_count": worker_count, "read_threads": read_threads}
     )
     ds = pipeline.train_dataset(collection, read, batch_size=batch_size, seed=0)
     it = iter(ds)
     next(it)  # start-up (worker processes, first reads) is not throughput
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(num_batches):
         next(it)
-    return num_batches * batch_size / (time.perf_counter() - start)
+    images = num_batches * batch_size
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu)
 
 
 def pil_loop_throughput(collection: Collection, *, image_size: int, num_images: int) -> float:
