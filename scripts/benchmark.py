@@ -39,7 +39,7 @@ from skinjax import cli, host_memory
 from skinjax.data import augment, pipeline, prepare, sources
 from skinjax.data.reading import ReadOptions
 from skinjax.kernels import onednn
-from skinjax.tools import benchmark
+from skinjax.tools import benchmark, chip_peaks
 from skinjax.train import memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -266,6 +266,9 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                     xla["device_peak_gib"] = (device.memory_stats() or {}).get(
                         "peak_bytes_in_use", float("nan")
                     ) / memory.GIB
+                chip = chip_peaks.utilisation(  # the chip's peak is unknown on CPUs
+                    steps.train_flops, train_s, jax.device_count(), device.device_kind, dtype
+                )
                 _emit(
                     {
                         "kind": "step",
@@ -278,6 +281,7 @@ def _step_benchmarks(config, peak: float, rows: list[dict], collection=None) -> 
                         "train_gflops_per_image": steps.train_flops / batch / 1e9,
                         "train_gflops_per_s": steps.train_flops / train_s / 1e9,
                         "fraction_of_matmul_peak": steps.train_flops / train_s / 1e9 / peak,
+                        **chip,
                         "train_peak_host_gib": peaks["skinjax train"] / memory.GIB,
                         "eval_peak_host_gib": peaks["skinjax eval"] / memory.GIB,
                         **xla,
@@ -311,15 +315,19 @@ def _print_tables(rows: list[dict]) -> None:
     steps = [r for r in rows if r["kind"] == "step"]
     print(
         "\n| model | strategy | dtype | batch | train img/s | eval img/s | compile s "
-        "| GFLOP/s | of peak | load |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| GFLOP/s | of matmul peak | of chip peak | load |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in steps:
         if r["implementation"] == "skinjax":
+            chip = r["fraction_of_chip_peak"]
+            chip = "unknown" if chip is None else f"{chip:.0%} of {r['chip_peak_tflops']:.0f} T"
             print(
                 f"| {r['model']} | {r['strategy']} | {r['dtype']} | {r['batch_size']} | "
                 f"{r['train_images_per_s']:.2f} | {r['eval_images_per_s']:.2f} | "
                 f"{r['train_compile_s']:.1f} | {r['train_gflops_per_s']:.0f} | "
-                f"{r['fraction_of_matmul_peak']:.0%} | {r['load_average']:.1f} |"
+                f"{r['fraction_of_matmul_peak']:.0%} | {chip} ({r['device_kind']}) | "
+                f"{r['load_average']:.1f} |"
             )
     loops = [r for r in rows if r["kind"] == "end_to_end"]
     if loops:
