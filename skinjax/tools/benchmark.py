@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from skinjax import host_memory, parallel
 from skinjax.data import augment, pipeline
@@ -145,11 +146,18 @@ class CompiledSteps:
 
 
 def build_step(
-    config: ml_collections.ConfigDict, stage: str, num_classes: int
+    config: ml_collections.ConfigDict, stage: str, num_classes: int, *, abstract: bool = False
 ) -> tuple[parallel.Placement, Any, classifier.StepSetup]:
     """The placement, model and `classifier.StepSetup` of ``config.stages[stage]``, built as
-    training builds them (`build.stage_step`; any schedule: it does not change the cost)."""
-    model = build.model(config, num_classes)
+    training builds them (`build.stage_step`; any schedule: it does not change the cost).
+
+    ``abstract``: the model's variables as shapes only (`nnx.eval_shape`), for steps that
+    are lowered and never run; initialising a ResNet-50's weights costs seconds.
+    """
+    if abstract:
+        model = nnx.eval_shape(lambda: build.model(config, num_classes))
+    else:
+        model = build.model(config, num_classes)
     step = build.stage_step(
         config,
         model,
