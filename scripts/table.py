@@ -10,6 +10,11 @@ views), from its metrics file. Rows that scored other images than the first one
 (another split, collection or class list) are an error.
 """
 
+from skinjax import host_memory
+
+if __name__ == "__main__":  # first of all: before the imports below, a restart is cheap
+    host_memory.restart_with_fast_malloc()
+
 from absl import app, flags
 
 from skinjax import cli
