@@ -213,13 +213,3 @@ def test_cam_crops_form_a_collection_that_trains(stage1, tmp_path):
     config.data.update(data)
     config.stages.stage1.num_epochs = 0.5
     assert "accuracy" in loop.train_and_evaluate(config, str(tmp_path / "stage2"))
-
-
-def test_cam_crops_of_a_metadata_model_are_drawn_with_each_images_row(metadata_run):
-    val = prepare.prepare(metadata_run.config.data).parts["val"].subset(range(8))
-    settings = dict(metadata_run.config.cam_crop, method="gradcam", threshold=0.9, margin=0.0)
-    pixels, rows = _validation(metadata_run, 8)
-    heatmaps = export.inference_functions(metadata_run)[1](pixels, rows)
-    expected = [explain.crop_box(h, threshold=0.9, margin=0.0) for h in heatmaps]
-    assert explain.Box(0, 0, 1, 1) not in expected  # tight boxes: the comparison has teeth
-    assert cam_crop.boxes(metadata_run, val, settings) == expected
