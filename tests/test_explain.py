@@ -1,7 +1,9 @@
 """CAM, Grad-CAM, overlays, crop boxes, and the CAM-crop collection on real images."""
 
 import csv
+import pathlib
 
+import ham10000_run
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,9 @@ from flax import nnx
 from PIL import Image
 
 from skinjax import models
-from skinjax.apps import cam_crop, explain
-from skinjax.data import prepare
+from skinjax.apps import cam_crop, explain, export
+from skinjax.data import augment, metadata, prepare
+from skinjax.data.reading import ReadOptions
 from skinjax.train import loop, trained
 
 
@@ -134,9 +137,59 @@ def test_overlay_png(tmp_path):
     assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where hot, blue where cold
 
 
-def test_cam_crops_form_a_collection_that_trains(tmp_path_factory, tmp_path):
-    workdir = tiny_run.workdir(tmp_path_factory)
-    run = trained.load(str(workdir))
+@pytest.fixture(scope="module")
+def metadata_run(tmp_path_factory) -> trained.Trained:
+    """The tiny real HAM10000 run with the patient-metadata branch."""
+    return trained.load(str(ham10000_run.workdir(tmp_path_factory, metadata=True)))
+
+
+def _validation(run: trained.Trained, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` validation images of the run (uint8) and their encoded rows."""
+    val = prepare.prepare(run.config.data).parts["val"].subset(range(count))
+    read = ReadOptions.from_config(run.config.data)
+    pixels = np.stack([read.load(p) for p in val.paths])
+    return pixels, metadata.encoder(run.config.model, run.config.data).encode(val)
+
+
+def test_metadata_models_explain_the_logit_their_rows_give(metadata_run):
+    pixels, rows = _validation(metadata_run, 6)
+    data = metadata_run.config.data
+    x = augment.normalize(pixels, tuple(data.mean), tuple(data.std))
+    model = metadata_run.model
+    maps = explain.grad_cam(model, x, metadata=rows)
+    np.testing.assert_allclose(maps.logits, model(x, rows), atol=1e-5)
+    np.testing.assert_array_equal(maps.targets, np.argmax(model(x, rows), -1))
+    # The export's Grad-CAM (scripts/predict.py --gradcam) is this one.
+    heatmaps = export.inference_functions(metadata_run)[1](pixels, rows)
+    np.testing.assert_allclose(heatmaps, maps.heatmaps, atol=1e-5)
+    # The head is linear in the pooled image features and the rows' branch: CAM applies,
+    # and for a given class the rows shift the logit, not the map.
+    older = rows.copy()
+    older[:, 0] = 0.85
+    assert np.abs(model(x, older) - model(x, rows)).max() > 1e-3
+    for method in (explain.cam, explain.grad_cam):
+        a = method(model, x, maps.targets, metadata=rows)
+        b = method(model, x, maps.targets, metadata=older)
+        np.testing.assert_allclose(a.heatmaps, b.heatmaps, atol=1e-5)
+        assert np.abs(a.logits - b.logits).max() > 1e-3
+    with pytest.raises(ValueError, match=r"takes patient metadata: pass metadata=.*\[6, 20\]"):
+        explain.grad_cam(model, x)
+    with pytest.raises(ValueError, match=r"metadata has shape \[6, 19\], not \[6, 20\]"):
+        explain.cam(model, x, metadata=rows[:, 1:])
+    with pytest.raises(ValueError, match="has no patient-metadata branch"):
+        explain.grad_cam(models.build("resnet18", 7, width=8), x, metadata=rows)
+
+
+@pytest.fixture(params=["synthetic", "ham10000 with metadata"])
+def stage1(request, tmp_path_factory) -> pathlib.Path:
+    """Stage-1 runs: the synthetic one, and a real one with the patient-metadata branch."""
+    if request.param == "synthetic":
+        return tiny_run.workdir(tmp_path_factory)
+    return ham10000_run.workdir(tmp_path_factory, metadata=True)
+
+
+def test_cam_crops_form_a_collection_that_trains(stage1, tmp_path):
+    run = trained.load(str(stage1))
     data = cam_crop.write_crops(run, str(tmp_path / "crops"), run.config.cam_crop)
     with open(tmp_path / "crops" / cam_crop.CSV_FILE) as f:
         rows = list(csv.DictReader(f))
@@ -146,6 +199,9 @@ def test_cam_crops_form_a_collection_that_trains(tmp_path_factory, tmp_path):
     for split, part in originals.items():
         assert crops[split].ids == part.ids  # same images, same split, same labels
         np.testing.assert_array_equal(crops[split].labels, part.labels)
+        # and the same lesion ids and patient metadata, where the run had them
+        keep = lambda e: (e.groups, e.metadata)
+        assert list(map(keep, crops[split].examples)) == list(map(keep, part.examples))
     originals = {e.id: e.path for part in originals.values() for e in part.examples}
     for row in rows:
         box = explain.Box(*(float(row[k]) for k in ("top", "left", "bottom", "right")))
@@ -153,7 +209,7 @@ def test_cam_crops_form_a_collection_that_trains(tmp_path_factory, tmp_path):
             expected = box.crop(np.asarray(original)).shape
         with Image.open(tmp_path / "crops" / row["file"]) as crop:
             assert crop.size == (expected[1], expected[0])
-    config = tiny_run.config(tmp_path)
+    config = run.config.copy_and_resolve_references()
     config.data.update(data)
     config.stages.stage1.num_epochs = 0.5
     assert "accuracy" in loop.train_and_evaluate(config, str(tmp_path / "stage2"))

@@ -9,7 +9,9 @@ original labels and splits. Stage 2 is an ordinary training run on that collecti
 time.
 
 Boxes come from the map of the predicted class, for training and validation images
-alike: both are cropped the same way, and no label reaches a validation crop.
+alike: both are cropped the same way, and no label reaches a validation crop. A run with
+the patient-metadata branch predicts that class from each image's metadata row too,
+and the crops keep the run's group and metadata columns, so that stage 2 can use them.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from skinjax.apps import explain
-from skinjax.data import images, pipeline, prepare
+from skinjax.data import images, metadata, pipeline, prepare
 from skinjax.data.reading import ReadOptions
-from skinjax.data.sources import Collection
+from skinjax.data.sources import METADATA_COLUMN_KEYS, Collection
 from skinjax.train import build
 from skinjax.train.trained import Trained
 
@@ -34,8 +36,15 @@ CSV_FILE = "labels.csv"
 _BOX_FIELDS = tuple(f.name for f in dataclasses.fields(explain.Box))
 
 
-def data_config(directory: str, classes: Sequence[str]) -> dict[str, Any]:
-    """The ``config.data`` fields that read a collection written by `write_crops`."""
+def data_config(
+    directory: str,
+    classes: Sequence[str],
+    *,
+    group_columns: Sequence[str] = (),
+    metadata_columns: Sequence[str] = ("", "", ""),
+) -> dict[str, Any]:
+    """The ``config.data`` fields that read a collection written by `write_crops`, with
+    the stage-1 run's group and (age, sex, site) metadata columns, if it had any."""
     return dict(
         source="csv",
         dir=directory,
@@ -46,6 +55,8 @@ def data_config(directory: str, classes: Sequence[str]) -> dict[str, Any]:
         path_column="file",
         split_column="split",
         label_map={},
+        group_columns=tuple(group_columns),
+        **dict(zip(METADATA_COLUMN_KEYS, metadata_columns, strict=True)),
     )
 
 
@@ -55,11 +66,19 @@ def boxes(run: Trained, collection: Collection, settings: Mapping[str, Any]) -> 
     method = explain.cam if settings["method"] == "cam" else explain.grad_cam
     normalize = build.normalization(run.config)
     batches = pipeline.eval_dataset(
-        collection, ReadOptions.from_config(data), batch_size=run.config.eval.batch_size
+        collection,
+        ReadOptions.from_config(data),
+        batch_size=run.config.eval.batch_size,
+        metadata=metadata.encoder(run.config.model, data),
     )
     found: dict[int, explain.Box] = {}
     for batch in batches:
-        maps = method(run.model, normalize(batch["image"]), layer=settings["layer"] or None)
+        maps = method(
+            run.model,
+            normalize(batch["image"]),
+            layer=settings["layer"] or None,
+            metadata=batch.get("metadata"),
+        )
         for index, heatmap in zip(batch["index"], np.asarray(maps.heatmaps), strict=True):
             if index >= 0:  # not padding
                 found[int(index)] = explain.crop_box(
@@ -76,8 +95,18 @@ def write_crops(
     Returns the ``config.data`` fields that read them (`data_config`). The crops are
     resized to the stage-2 image size when read, like any collection.
     """
-    parts = prepare.prepare(run.config.data).parts
-    read = ReadOptions.from_config(run.config.data)
+    data = run.config.data
+    parts = prepare.prepare(data).parts
+    read = ReadOptions.from_config(data)
+    groups = tuple(data.get("group_columns") or ())
+    columns = tuple(data.get(k, "") for k in METADATA_COLUMN_KEYS)
+    kept = groups + (columns if any(columns) else ())  # the raw values of each example
+    own = ["image_id", "file", "split", "label", *_BOX_FIELDS]
+    if clash := sorted(set(kept) & set(own)):
+        raise ValueError(
+            f"{run.workdir}: its group or metadata columns {clash} would clash with the crops' "
+            f"own columns {own} in {CSV_FILE}; rename them in the run's CSV."
+        )
     rows = []
     for split, part in sorted(parts.items()):
         for example, box in zip(part.examples, boxes(run, part, settings), strict=True):
@@ -96,10 +125,11 @@ def write_crops(
                     split=split,
                     label=part.classes[example.label],
                     **dataclasses.asdict(box),
+                    **dict(zip(kept, example.groups + example.metadata, strict=True)),
                 )
             )
     with open(os.path.join(out_dir, CSV_FILE), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["image_id", "file", "split", "label", *_BOX_FIELDS])
+        writer = csv.DictWriter(f, fieldnames=[*own, *kept])
         writer.writeheader()
         writer.writerows(rows)
-    return data_config(out_dir, run.classes)
+    return data_config(out_dir, run.classes, group_columns=groups, metadata_columns=columns)

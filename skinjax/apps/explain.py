@@ -15,6 +15,12 @@ such a map A (N, h, w, K) gives everything either method needs:
   rather than return something else.
 
 Maps come back at the input's resolution, scaled to [0, 1] per image.
+
+A model with the patient-metadata branch (`WithMetadata`) needs each image's encoded row
+(``metadata=``): the map is over the image's feature map, and the row adds its term to
+the logit explained. Its head is linear in both, so for a given class the map is the
+same whatever the row; the row decides which class is predicted, and so which map is
+drawn by default, and CAM counts its term with the bias.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 from scipy import ndimage
+
+from skinjax.models.with_metadata import WithMetadata
 
 Array = jax.Array
 Method = Literal["cam", "gradcam"]
@@ -93,20 +101,48 @@ def activation_maps(
     return Maps(maps, logits, targets), unexplained
 
 
+def _inputs(model: nnx.Module, images: Array, metadata: Array | None) -> tuple[Array, ...]:
+    """The model's inputs besides the images: the metadata rows, for a metadata model only."""
+    name = type(model).__name__
+    if not isinstance(model, WithMetadata):
+        if metadata is not None:
+            raise ValueError(f"{name} has no patient-metadata branch: pass no metadata")
+        return ()
+    expected = (images.shape[0], model.metadata.in_features)
+    if metadata is None:
+        raise ValueError(
+            f"{name} takes patient metadata: pass metadata=, the images' encoded rows "
+            f"{list(expected)} (skinjax.data.metadata)"
+        )
+    if tuple(metadata.shape) != expected:
+        raise ValueError(
+            f"metadata has shape {list(metadata.shape)}, not {list(expected)}: one encoded "
+            "row per image, as the model's training run encoded them"
+        )
+    return (jnp.asarray(metadata, jnp.float32),)
+
+
 @functools.partial(jax.jit, static_argnames=("graph", "method", "layer"))
-def _jitted(graph, state, images, targets, *, method, layer):
-    return activation_maps(nnx.merge(graph, state), images, targets, method=method, layer=layer)
+def _jitted(graph, state, images, targets, inputs, *, method, layer):
+    model = nnx.merge(graph, state)
+    return activation_maps(model, images, targets, method=method, layer=layer, inputs=inputs)
 
 
 def _explain(
-    model: nnx.Module, images: Array, targets: Array | None, method: Method, layer: str | None
+    model: nnx.Module,
+    images: Array,
+    targets: Array | None,
+    method: Method,
+    layer: str | None,
+    metadata: Array | None,
 ) -> Maps:
     model.eval()
     layer = _layer(model, layer)
+    inputs = _inputs(model, images, metadata)
     if targets is None:
         targets = jnp.full((images.shape[0],), -1, jnp.int32)
     graph, state = nnx.split(model)
-    maps, unexplained = _jitted(graph, state, images, targets, method=method, layer=layer)
+    maps, unexplained = _jitted(graph, state, images, targets, inputs, method=method, layer=layer)
     if method == "cam":
         # 1% of the logits: above bfloat16 rounding, far below a non-linear head's gap.
         scale = 1.0 + float(jnp.abs(maps.logits).max())
@@ -119,21 +155,31 @@ def _explain(
 
 
 def cam(
-    model: nnx.Module, images: Array, targets: Array | None = None, *, layer: str | None = None
+    model: nnx.Module,
+    images: Array,
+    targets: Array | None = None,
+    *,
+    layer: str | None = None,
+    metadata: Array | None = None,
 ) -> Maps:
     """CAM of ``targets`` (default: the predicted classes) at ``layer`` (default: the first
-    of ``model.cam_layers``), jit-compiled; ``images`` are normalised NHWC. Puts the model
-    in eval mode."""
-    return _explain(model, images, targets, "cam", layer)
+    of ``model.cam_layers``), jit-compiled; ``images`` are normalised NHWC, ``metadata``
+    their encoded rows for a metadata model. Puts the model in eval mode."""
+    return _explain(model, images, targets, "cam", layer, metadata)
 
 
 def grad_cam(
-    model: nnx.Module, images: Array, targets: Array | None = None, *, layer: str | None = None
+    model: nnx.Module,
+    images: Array,
+    targets: Array | None = None,
+    *,
+    layer: str | None = None,
+    metadata: Array | None = None,
 ) -> Maps:
     """Grad-CAM of ``targets`` (default: the predicted classes) at ``layer`` (default: the
-    first of ``model.cam_layers``), jit-compiled; ``images`` are normalised NHWC. Puts the
-    model in eval mode."""
-    return _explain(model, images, targets, "gradcam", layer)
+    first of ``model.cam_layers``), jit-compiled; ``images`` are normalised NHWC,
+    ``metadata`` their encoded rows for a metadata model. Puts the model in eval mode."""
+    return _explain(model, images, targets, "gradcam", layer, metadata)
 
 
 def overlay(
