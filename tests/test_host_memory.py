@@ -10,52 +10,13 @@ import pytest
 
 from skinjax import host_memory
 
-# Allocates, touches and frees 256 MiB twice in a new thread, as XLA's threads do with a
-# step's temporaries, and prints the page faults of the second round.
-_SCRIPT = """
-import ctypes, ctypes.util, resource, sys, threading
-from skinjax import host_memory
-if sys.argv[1] == "keep":
-    assert host_memory.keep_freed_memory() and host_memory.keeps_freed_memory()
-if sys.argv[1] == "default":
-    assert not host_memory.keep_freed_memory() and not host_memory.keeps_freed_memory()
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-size = 256 << 20
-faults = []
-def work():
-    for _ in range(2):
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        block = libc.malloc(size)
-        ctypes.memset(block, 1, size)
-        libc.free(block)
-        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
-thread = threading.Thread(target=work)
-thread.start()
-thread.join()
-print(faults[1])
-"""
-
-
-def _second_round_faults(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "SKINJAX_KEEP_FREED_MEMORY"}
-    if mode == "keep":
-        env["SKINJAX_KEEP_FREED_MEMORY"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, check=True, env=env
-    )
-    return int(result.stdout)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-def test_second_allocation_does_not_page_fault():
-    pages = (256 << 20) // 4096
-    assert _second_round_faults("default") > pages // 2  # malloc as it is: faults again
-    assert _second_round_faults("keep") < pages // 100  # SKINJAX_KEEP_FREED_MEMORY=1
-
-
-_SETTINGS = ("GLIBC_TUNABLES", "LD_PRELOAD", "SKINJAX_HUGE_PAGES", "SKINJAX_BLOCK_CACHE")
+_SETTINGS = (
+    "GLIBC_TUNABLES",
+    "LD_PRELOAD",
+    "SKINJAX_HUGE_PAGES",
+    "SKINJAX_BLOCK_CACHE",
+    "SKINJAX_KEEP_FREED_MEMORY",
+)
 
 
 def _restarted_run(script: str, **settings: str) -> str:
@@ -68,13 +29,15 @@ def _restarted_run(script: str, **settings: str) -> str:
     return result.stdout
 
 
-# Restarts with the fast malloc settings, then allocates, touches and frees a 256 MiB block
-# three times in a new thread (as XLA's threads do with a step's temporaries) and prints
-# which settings are in effect and the page faults of the first and last round.
+# Restarts with the fast malloc settings (and keeps freed memory where asked, as
+# `runtime.start` does), then allocates, touches and frees a 256 MiB block three times in a
+# new thread (as XLA's threads do with a step's temporaries) and prints which settings are
+# in effect and the page faults of the first and last round.
 _FAULTS_SCRIPT = """
-import ctypes, resource, threading
+import ctypes, os, resource, threading
 from skinjax import host_memory
 host_memory.restart_with_fast_malloc()
+host_memory.keep_freed_memory()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -92,6 +55,7 @@ thread = threading.Thread(target=work)
 thread.start()
 thread.join()
 print(host_memory.uses_huge_pages(), host_memory.uses_block_cache(), faults[0], faults[-1])
+assert host_memory.keeps_freed_memory() == (os.environ.get("SKINJAX_KEEP_FREED_MEMORY") == "1")
 """
 
 _PAGES = (256 << 20) // 4096
@@ -110,6 +74,13 @@ def test_huge_pages_fault_large_blocks_in_2mib_pages():
     huge, cached, first, last = _faults(SKINJAX_HUGE_PAGES="0")
     assert (huge, cached) == ("False", "False")
     assert last > _PAGES // 2  # malloc as it is: 4 KiB pages, one fault each, every round
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_keep_freed_memory_reuses_a_freed_block_without_faults():
+    huge, cached, first, last = _faults(SKINJAX_HUGE_PAGES="0", SKINJAX_KEEP_FREED_MEMORY="1")
+    assert (huge, cached) == ("False", "False")
+    assert first > _PAGES // 2 and last < _PAGES // 100  # opt-in: the heap keeps the block
 
 
 @pytest.mark.skipif(host_memory.block_cache_library() is None, reason="block cache not built")
