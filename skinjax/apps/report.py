@@ -25,6 +25,9 @@ from skinjax.data.reading import ReadOptions
 from skinjax.data.sources import Collection
 from skinjax.train import build, classifier, evaluation, trained
 
+METRICS_FILE = "metrics.json"  # an evaluation and its protocol; apps/table.py reads it
+PREDICTIONS_FILE = "predictions.npz"  # beside it: probabilities, labels and ids of the images
+
 
 def inference_state(
     run: trained.Trained, *, rotations: int = 1
@@ -181,10 +184,10 @@ def evaluate(
     )
     out_dir = out_dir or os.path.join(workdirs[0], f"eval_{split}")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    with open(os.path.join(out_dir, METRICS_FILE), "w") as f:
         json.dump(result, f, indent=2, default=float)
     np.savez(
-        os.path.join(out_dir, "predictions.npz"),
+        os.path.join(out_dir, PREDICTIONS_FILE),
         probs=probs,
         labels=labels,
         ids=np.array(collection.ids),

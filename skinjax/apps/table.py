@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.npz"  # written beside it: the ids of the images scored
+from skinjax.apps.report import METRICS_FILE as METRICS
+from skinjax.apps.report import PREDICTIONS_FILE as PREDICTIONS
+
 _NEEDED = ("balanced_accuracy", "sensitivity_per_class", "roc_auc", "classes", "split")
 
 
