@@ -85,6 +85,23 @@ def test_a_damaged_png_is_refused(real_small_folder, tmp_path):
         prepare.prepare(copy)
 
 
+def test_a_preparation_interrupted_while_writing_its_manifest_leaves_none(
+    real_small_folder, tmp_path, monkeypatch
+):
+    def interrupted(obj, f):
+        f.write('{"format": "array_record", "settings"')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resized.json, "dump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _prepared(real_small_folder, tmp_path / "prepared", "array_record")
+    monkeypatch.undo()
+    copy = smoke.get_config().data
+    copy.update(source="prepared", dir=str(tmp_path / "prepared"), image_size=32)
+    with pytest.raises(DataError, match=r"manifest.json not found"):
+        prepare.prepare(copy)
+
+
 def test_a_truncated_record_file_is_refused(record_copy):
     file = pathlib.Path(record_copy.dir, resized.RECORDS)
     file.write_bytes(file.read_bytes()[:-1000])

@@ -98,8 +98,12 @@ def write(
         parts=parts,  # [id, file or record, label, bytes, original path] per example
         skipped=[list(s) for s in prepared.skipped],
     )
-    with open(os.path.join(out_dir, MANIFEST), "w") as f:
+    # Written last and whole (a rename): a copy interrupted while it was written has no
+    # manifest, and `load` refuses it instead of reading part of it.
+    partial = os.path.join(out_dir, MANIFEST + ".partial")
+    with open(partial, "w") as f:
         json.dump(manifest, f)
+    os.replace(partial, os.path.join(out_dir, MANIFEST))
     return manifest
 
 
